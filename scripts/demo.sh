@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The main job: a real asynq producer and worker through asynq-guard in
+# front of a real Redis. Starts a local redis-server unless REDIS_ADDR is
+# set, builds and starts the proxy, runs the asynq harness (Client, Server,
+# Scheduler, Inspector) through it, then prints what was processed and an
+# excerpt of the proxy's /metrics.
+#
+#   REDIS_ADDR=host:port   use this Redis instead of starting one
+#   ASYNQ_VERSION=v0.26.0  asynq version of the harness (v0.24.1, v0.25.1, v0.26.0)
+#   TASKS=2000             tasks the producer enqueues
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ASYNQ_VERSION=${ASYNQ_VERSION:-v0.26.0}
+TASKS=${TASKS:-2000}
+
+scripts/install-deps.sh
+
+WORK=$(mktemp -d -t asynq-guard-demo.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "error: nothing listens on port $1" >&2
+    return 1
+}
+
+echo "==> building asynq-guard (release)"
+cargo build --release --locked --quiet
+
+echo "==> building the asynq harness at asynq $ASYNQ_VERSION"
+modfile=go.mod
+[ "$ASYNQ_VERSION" = v0.26.0 ] || modfile="go.$ASYNQ_VERSION.mod"
+(cd tests/harness && go build -modfile="$modfile" -o "$WORK/harness" .)
+
+if [ -z "${REDIS_ADDR:-}" ]; then
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis.log" &
+    PIDS+=($!)
+    wait_port "$port"
+    REDIS_ADDR="127.0.0.1:$port"
+    echo "==> started redis-server on $REDIS_ADDR"
+fi
+
+proxy_port=$(free_port)
+admin_port=$(free_port)
+cat > "$WORK/asynq-guard.toml" <<TOML
+[[listener]]
+name = "demo"
+address = "127.0.0.1:$proxy_port"
+
+[upstream]
+address = "$REDIS_ADDR"
+
+[admin]
+address = "127.0.0.1:$admin_port"
+TOML
+"$ROOT/target/release/asynq-guard" check "$WORK/asynq-guard.toml" >/dev/null
+"$ROOT/target/release/asynq-guard" serve --config "$WORK/asynq-guard.toml" 2>"$WORK/proxy.log" &
+PIDS+=($!)
+wait_port "$proxy_port"
+echo "==> asynq-guard listening on 127.0.0.1:$proxy_port, forwarding to $REDIS_ADDR"
+
+echo "==> running asynq producer, worker, scheduler and inspector through the proxy ($TASKS tasks)"
+if ! "$WORK/harness" -redis "127.0.0.1:$proxy_port" -tasks "$TASKS" -out "$WORK/summary.json"; then
+    echo "error: the asynq run through the proxy failed; proxy log:" >&2
+    tail -n 20 "$WORK/proxy.log" >&2
+    [ -f "$WORK/summary.json" ] && cat "$WORK/summary.json" >&2
+    exit 1
+fi
+
+echo
+echo "==> what was processed (asynq $ASYNQ_VERSION, through asynq-guard)"
+cat "$WORK/summary.json"
+echo
+echo "==> /metrics excerpt (http://127.0.0.1:$admin_port/metrics)"
+curl -fsS "http://127.0.0.1:$admin_port/metrics" \
+    | grep -E '^asynq_guard_(client_connections_total|commands_total|upstream_errors_total|upstream_latency_seconds_(count|sum))' \
+    | sort -t' ' -k2 -rn | head -n 15

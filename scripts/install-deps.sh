@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing asynq-guard needs on a Debian machine:
+# redis-server and redis-tools from apt, the rustfmt and clippy components,
+# and the Go modules of the asynq harness. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v curl >/dev/null || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+    echo "==> apt-get install ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+for tool in cargo go; do
+    command -v "$tool" >/dev/null || {
+        echo "error: $tool is not installed (asynq-guard needs Rust and Go)" >&2
+        exit 1
+    }
+done
+if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+echo "==> go mod download (asynq harness, every pinned asynq version)"
+(
+    cd tests/harness
+    for modfile in go.mod go.v*.mod; do
+        go mod download -modfile="$modfile"
+    done
+)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of asynq-guard: formatting, lints, unit tests and the
+# integration tests (a real redis-server, the real proxy binary, and real
+# asynq programs at every pinned asynq version). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> go vet (asynq harness, every pinned version)"
+(
+    cd tests/harness
+    test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
+    for modfile in go.mod go.v*.mod; do
+        go vet -modfile="$modfile" ./...
+    done
+)
+echo "==> cargo test"
+cargo test --locked

@@ -1,0 +1,104 @@
+//! Start-up and shutdown: wires the stages of the data path together.
+//!
+//! Binds every listener and the admin server before anything is served
+//! (a port in use is a start-up error, not a log line), builds the shared
+//! state, spawns the accept loops and waits for SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::session::Shared;
+use crate::{admin, listener};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({name}): {source}")]
+    Bind {
+        name: String,
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Runs the proxy until a termination signal arrives.
+///
+/// # Errors
+///
+/// A [`StartError`] if a port cannot be bound.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let metrics = Arc::new(Metrics::new(&registry)?);
+
+    let mut bound = Vec::new();
+    for l in &settings.listeners {
+        let socket = TcpListener::bind(l.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                address: l.address,
+                source,
+            })?;
+        bound.push((l.name.clone(), socket));
+    }
+    let admin_socket = match settings.admin {
+        None => None,
+        Some(address) => {
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        name: "admin".into(),
+                        address,
+                        source,
+                    })?,
+            )
+        }
+    };
+
+    let shared = Arc::new(Shared {
+        upstream: Arc::clone(&settings.upstream),
+        limits: settings.limits,
+        metrics,
+    });
+    for (name, socket) in bound {
+        info!(listener = %name, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+        tokio::spawn(listener::accept_loop(socket, name, Arc::clone(&shared)));
+    }
+    if let Some(socket) = admin_socket {
+        info!(address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin server listening");
+        tokio::spawn(async move {
+            if let Err(error) = admin::serve(socket, registry).await {
+                error!(%error, "admin server stopped");
+            }
+        });
+    }
+    info!(upstream = %settings.upstream.address, tls = settings.upstream.tls.is_some(), "asynq-guard ready");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics of the data path.
+//!
+//! [`Metrics`] registers its families in a `prometheus::Registry` created
+//! at start-up (no global registry) and is shared by every session. Label
+//! values come from fixed sets only: a command name that is not a known
+//! Redis command is counted as `other`, so a client cannot grow the label
+//! space. Nothing here ever sees a key, a value or a secret.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Upstream round-trip buckets, in seconds: 50 µs to 2.5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+
+/// Every metric the data path updates.
+pub struct Metrics {
+    pub connections_total: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+    pub client_errors: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_latency: Histogram,
+    commands_vec: IntCounterVec,
+    /// One lazily created counter per known command, so that /metrics
+    /// lists only the commands actually seen.
+    commands: HashMap<&'static str, OnceLock<IntCounter>>,
+    commands_other: OnceLock<IntCounter>,
+}
+
+impl Metrics {
+    /// Creates the metric families and registers them in `registry`.
+    ///
+    /// # Errors
+    ///
+    /// A `prometheus::Error` if a name is already registered there.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let connections_total = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_client_connections_total",
+                "Client connections accepted, by listener.",
+            ),
+            &["listener"],
+        )?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "asynq_guard_client_connections",
+                "Client connections open now, by listener.",
+            ),
+            &["listener"],
+        )?;
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_client_errors_total",
+                "Client connections closed for bad input, by reason (protocol, inline_command, max_args, max_bulk_bytes, max_buffer_bytes).",
+            ),
+            &["reason"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_upstream_errors_total",
+                "Upstream failures, by kind (connect, auth, lost, protocol).",
+            ),
+            &["kind"],
+        )?;
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "asynq_guard_upstream_latency_seconds",
+                "Time from forwarding a command to Redis to its reply (blocking and pub/sub commands excluded).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let commands_vec = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_commands_total",
+                "Commands received from clients, by command name (unknown names as other).",
+            ),
+            &["command"],
+        )?;
+        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(client_errors.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(commands_vec.clone()))?;
+
+        let commands = crate::command::KNOWN_COMMANDS
+            .iter()
+            .map(|name| (*name, OnceLock::new()))
+            .collect();
+        Ok(Metrics {
+            connections_total,
+            connections_open,
+            client_errors,
+            upstream_errors,
+            upstream_latency,
+            commands_vec,
+            commands,
+            commands_other: OnceLock::new(),
+        })
+    }
+
+    /// Counts one command by its canonical (upper-case) name.
+    pub fn count_command(&self, canonical: Option<&'static str>) {
+        let (name, cell) = match canonical.and_then(|n| self.commands.get_key_value(n)) {
+            Some((name, cell)) => (*name, cell),
+            None => ("other", &self.commands_other),
+        };
+        cell.get_or_init(|| self.commands_vec.with_label_values(&[name]))
+            .inc();
+    }
+
+    /// The open-connections gauge of one listener.
+    pub fn open_gauge(&self, listener: &str) -> IntGauge {
+        self.connections_open.with_label_values(&[listener])
+    }
+}

@@ -1,0 +1,139 @@
+//! Connections to the upstream Redis.
+//!
+//! One upstream connection per client connection. [`connect`] opens it
+//! (TCP, then TLS when configured), logs in with the proxy's own
+//! credentials and hands back its two halves. Nothing a client sends
+//! reaches this handshake, and nothing of it (address, user, password,
+//! TLS settings) is sent to a client: errors returned here are shown to
+//! clients only as a fixed text chosen by the session.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::UpstreamSettings;
+use crate::resp::{Proto, ReplyReader};
+
+/// The read half of an upstream connection.
+pub type UpstreamRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of an upstream connection.
+pub type UpstreamWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Why an upstream connection could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to upstream timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("connect to upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake with upstream: {0}")]
+    Tls(std::io::Error),
+    /// Redis refused the proxy's credentials; holds Redis's error text,
+    /// which names no secret.
+    #[error("upstream refused the proxy's credentials: {0}")]
+    Auth(String),
+    #[error("upstream handshake: {0}")]
+    Handshake(String),
+}
+
+impl UpstreamError {
+    /// Label for the upstream error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Auth(_) => "auth",
+            UpstreamError::Handshake(_) => "protocol",
+            _ => "connect",
+        }
+    }
+}
+
+/// Opens, secures and authenticates one upstream connection.
+///
+/// # Errors
+///
+/// An [`UpstreamError`] saying which step failed.
+pub async fn connect(
+    settings: &UpstreamSettings,
+) -> Result<(UpstreamRead, UpstreamWrite), UpstreamError> {
+    let timeout = settings.connect_timeout;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&settings.address))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
+        .map_err(UpstreamError::Connect)?;
+    // Commands are written whole; waiting for more bytes only adds latency.
+    let _ = tcp.set_nodelay(true);
+
+    let (mut read, mut write): (UpstreamRead, UpstreamWrite) = match &settings.tls {
+        None => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(tls) => {
+            let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
+            let stream = tokio::time::timeout(timeout, handshake)
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
+                .map_err(UpstreamError::Tls)?;
+            let (r, w) = tokio::io::split(stream);
+            (Box::new(r), Box::new(w))
+        }
+    };
+
+    if let Some(password) = &settings.password {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &settings.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.expose().as_bytes());
+        let reply = tokio::time::timeout(timeout, round_trip(&mut read, &mut write, &args))
+            .await
+            .map_err(|_| UpstreamError::Handshake("AUTH reply timed out".into()))??;
+        if reply.first() == Some(&b'-') {
+            let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+            return Err(UpstreamError::Auth(text));
+        }
+    }
+    Ok((read, write))
+}
+
+/// Sends one command and reads its one RESP2 reply.
+async fn round_trip(
+    read: &mut UpstreamRead,
+    write: &mut UpstreamWrite,
+    args: &[&[u8]],
+) -> Result<Bytes, UpstreamError> {
+    write
+        .write_all(&encode_command(args))
+        .await
+        .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+    let mut replies = ReplyReader::default();
+    loop {
+        if let Some(reply) = replies
+            .next_reply(Proto::Resp2)
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?
+        {
+            return Ok(reply.raw);
+        }
+        let n = read
+            .read_buf(replies.buffer())
+            .await
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+        if n == 0 {
+            return Err(UpstreamError::Handshake("connection closed".into()));
+        }
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+pub fn encode_command(args: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.freeze()
+}
