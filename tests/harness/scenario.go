@@ -1,0 +1,188 @@
+package main
+
+// The scenario, phase by phase:
+//
+//  1. enqueue the plan with a Client (no server yet)        enqueue.go
+//  2. inspect the untouched queues                          snapshot.go
+//  3. start a Scheduler and a Server                        this file
+//  4. cancel the long task, run the held retries, watch the
+//     scheduler, wait until every queue has settled         flows.go
+//  5. check the final state through the Inspector           checks.go
+//  6. shut down and check that both deregistered            this file
+
+import (
+	"context"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Server settings. Intervals are short so that a 2000-task run finishes in
+// seconds; none of them changes what the run must end with.
+const (
+	serverConcurrency = 10
+	delayedCheck      = 500 * time.Millisecond // forwarder: scheduled/retry → pending
+	retryDelay        = 200 * time.Millisecond
+	heldRetryDelay    = time.Hour // retry_hold waits for the Inspector instead
+	groupGracePeriod  = time.Second
+	groupMaxDelay     = 2 * time.Second
+	shutdownTimeout   = 5 * time.Second
+	periodicSpec      = "@every 1s"
+)
+
+type scenario struct {
+	cfg    config
+	rep    *report
+	rec    *recorder
+	sum    *Summary
+	plan   []*plannedTask
+	redis  asynq.RedisClientOpt
+	client *asynq.Client
+	insp   *asynq.Inspector
+	srv    *asynq.Server
+	sched  *asynq.Scheduler
+
+	entryID        string    // the periodic entry's id
+	serverStarted  time.Time // when the server began processing
+	schedulerStart time.Time
+}
+
+// run drives the whole scenario and returns the summary; failures are in
+// the report, which the caller folds into the summary.
+func run(ctx context.Context, cfg config, rep *report) *Summary {
+	start := time.Now()
+	sc := &scenario{
+		cfg:  cfg,
+		rep:  rep,
+		rec:  newRecorder(),
+		sum:  newSummary(cfg.tasks),
+		plan: buildPlan(cfg.tasks),
+		redis: asynq.RedisClientOpt{
+			Addr:     cfg.redisAddr,
+			Username: cfg.username,
+			Password: cfg.password,
+		},
+	}
+	sc.sum.AsynqVersion = moduleVersion("github.com/hibiken/asynq")
+	sc.sum.Timing.GoRedisVersion = moduleVersion("github.com/redis/go-redis/v9")
+	sc.client = asynq.NewClient(sc.redis)
+	defer sc.client.Close()
+	sc.insp = asynq.NewInspector(sc.redis)
+	defer sc.insp.Close()
+
+	sc.phases(ctx)
+	sc.sum.Timing.TotalMS = time.Since(start).Milliseconds()
+	return sc.sum
+}
+
+func (sc *scenario) phases(ctx context.Context) {
+	t := time.Now()
+	sc.rep.logf("enqueueing %d tasks to %s", len(sc.plan), sc.cfg.redisAddr)
+	sc.enqueuePlan(ctx)
+	sc.sum.Timing.EnqueueMS = time.Since(t).Milliseconds()
+	if sc.sum.EnqueuedTotal < len(sc.plan) {
+		// Every later phase waits for the whole plan; with part of it
+		// missing they could only run into their time limits.
+		sc.rep.logf("enqueue failed; skipping the rest of the scenario")
+		return
+	}
+
+	sc.rep.logf("inspecting the queues before any server runs")
+	sc.checkInitialState()
+
+	if !sc.startWorkers() {
+		return
+	}
+	defer sc.shutdown()
+
+	sc.rep.logf("server running; cancelling the long task")
+	sc.cancelLongTask(ctx)
+	sc.runHeldRetries(ctx)
+	sc.watchScheduler(ctx)
+	sc.waitSettled(ctx)
+	sc.sum.Timing.ProcessingMS = time.Since(sc.serverStarted).Milliseconds()
+
+	sc.rep.logf("settled; checking the final state")
+	sc.checkFinalState()
+}
+
+// startWorkers starts the scheduler first, so that its first heartbeat
+// overlaps with the processing, then the server. The heartbeat comes 5 s
+// after start in v0.24 and 10 s in v0.25+; SchedulerOpts.HeartbeatInterval
+// would shorten it but does not exist in v0.24.
+func (sc *scenario) startWorkers() bool {
+	logger, level := asynqLogger(sc.cfg.quiet)
+	sc.sched = asynq.NewScheduler(sc.redis, &asynq.SchedulerOpts{Logger: logger, LogLevel: level})
+	id, err := sc.sched.Register(periodicSpec,
+		asynq.NewTask(typePeriodic, []byte("tick")), asynq.Queue(periodicQueue))
+	if !sc.rep.expect(err == nil, "scheduler_register", "%v", err) {
+		return false
+	}
+	sc.entryID = id
+	if err := sc.sched.Start(); err != nil {
+		sc.rep.failf("scheduler_start", "%v", err)
+		return false
+	}
+	sc.schedulerStart = time.Now()
+
+	sc.srv = asynq.NewServer(sc.redis, sc.serverConfig(logger, level))
+	if err := sc.srv.Start(sc.rec.mux()); err != nil {
+		sc.rep.failf("server_start", "%v", err)
+		sc.sched.Shutdown()
+		return false
+	}
+	sc.serverStarted = time.Now()
+	return true
+}
+
+func (sc *scenario) serverConfig(logger asynq.Logger, level asynq.LogLevel) asynq.Config {
+	queues := map[string]int{periodicQueue: 1}
+	for i, q := range workQueues {
+		queues[q] = 2 * (len(workQueues) - i) // critical 6, default 4, low 2
+	}
+	return asynq.Config{
+		Concurrency:              serverConcurrency,
+		Queues:                   queues,
+		RetryDelayFunc:           retryDelayFor,
+		DelayedTaskCheckInterval: delayedCheck,
+		GroupGracePeriod:         groupGracePeriod,
+		GroupMaxDelay:            groupMaxDelay,
+		GroupMaxSize:             groupMaxSize,
+		GroupAggregator:          aggregator(),
+		ShutdownTimeout:          shutdownTimeout,
+		Logger:                   logger,
+		LogLevel:                 level,
+	}
+}
+
+// retryDelayFor keeps retries fast, except for retry_hold tasks, which
+// must stay in the retry set until the harness runs them.
+func retryDelayFor(n int, err error, t *asynq.Task) time.Duration {
+	if t.Type() == string(kindRetryHold) {
+		return heldRetryDelay
+	}
+	return retryDelay
+}
+
+// shutdown stops server and scheduler, then checks that both removed
+// themselves from Redis (their clear-state writes must get through).
+func (sc *scenario) shutdown() {
+	t := time.Now()
+	close(sc.rec.release)
+	sc.srv.Shutdown()
+	sc.sched.Shutdown()
+	sc.sum.Timing.ShutdownMS = time.Since(t).Milliseconds()
+	sc.sum.Timing.SchedulerFirings = sc.rec.periodicCount()
+
+	servers, err := sc.insp.Servers()
+	if sc.rep.expect(err == nil, "servers_after_shutdown", "%v", err) {
+		sc.sum.ServersAfterShutdown = len(servers)
+		expectEqual(sc.rep, "servers_after_shutdown", len(servers), 0)
+	}
+	entries, err := sc.insp.SchedulerEntries()
+	if sc.rep.expect(err == nil, "scheduler_entries_after_shutdown", "%v", err) {
+		sc.sum.SchedulerEntriesAfterShutdown = len(entries)
+		expectEqual(sc.rep, "scheduler_entries_after_shutdown", len(entries), 0)
+	}
+	sc.rep.logf("server and scheduler shut down")
+}
