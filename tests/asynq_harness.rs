@@ -1,0 +1,162 @@
+//! Real asynq through the proxy: the Go harness in `tests/harness` (asynq
+//! Client, Server with group aggregation and retries, Scheduler,
+//! Inspector with task cancellation) runs once directly against a fresh
+//! Redis and once through asynq-guard in front of another fresh Redis, at
+//! every pinned asynq version. Both runs must pass every check of the
+//! harness and report the same counts.
+//!
+//! The harness runs are serialised: several asynq servers at once on two
+//! cores would only make each run slower.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{Proxy, Redis};
+
+/// Tasks the producer enqueues in each run.
+const TASKS: &str = "2000";
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn harness_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness")
+}
+
+/// Builds the harness at `version` and returns the binary's path.
+fn build_harness(version: &str) -> PathBuf {
+    let modfile = if version == "v0.26.0" {
+        "go.mod".to_string()
+    } else {
+        format!("go.{version}.mod")
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("harness-{version}"));
+    let status = Command::new("go")
+        .args(["build", &format!("-modfile={modfile}"), "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(harness_dir())
+        .status()
+        .expect("run go build (is Go installed?)");
+    assert!(
+        status.success(),
+        "go build of the harness at asynq {version} failed"
+    );
+    out
+}
+
+/// Runs the harness against `address`; returns its summary.
+fn run_harness(binary: &Path, address: &str, label: &str) -> Value {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("summary-{label}-{}.json", std::process::id()));
+    let result = Command::new(binary)
+        .args([
+            "-redis", address, "-tasks", TASKS, "-timeout", "3m", "-quiet", "-out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run the harness");
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        result.status.success(),
+        "asynq harness ({label}) failed: {}\nstderr:\n{}\nsummary:\n{text}",
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_str(&text).expect("the harness summary is JSON")
+}
+
+/// The summary without what may differ between two good runs.
+fn comparable(mut summary: Value) -> Value {
+    let map = summary.as_object_mut().expect("summary is an object");
+    map.remove("timing");
+    map.remove("asynq_version");
+    summary
+}
+
+async fn direct_and_proxied_runs_agree(version: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let binary = build_harness(version);
+
+    let direct_redis = Redis::start().await;
+    let direct = run_harness(
+        &binary,
+        &direct_redis.address(),
+        &format!("direct-{version}"),
+    );
+    drop(direct_redis);
+
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let proxied = run_harness(&binary, &proxy.address(), &format!("proxied-{version}"));
+
+    assert_eq!(
+        proxied["asynq_version"], version,
+        "harness built at the wrong version"
+    );
+    assert_eq!(proxied["ok"], true);
+    assert!(
+        proxied["enqueued_total"].as_u64().unwrap_or(0) >= 2000,
+        "fewer tasks than promised: {}",
+        proxied["enqueued_total"]
+    );
+    assert_eq!(
+        proxied["cancelled"], true,
+        "cancel over pub/sub did not arrive"
+    );
+    assert_eq!(proxied["scheduler_ran"], true);
+    assert_eq!(
+        comparable(direct),
+        comparable(proxied),
+        "asynq {version}: the run through asynq-guard differs from the direct run"
+    );
+
+    // The traffic really went through the proxy, and it saw no failure.
+    let metrics = proxy.metrics().await;
+    let count = |needle: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("asynq_guard_commands_total{command=\"evalsha\"}") >= 2000.0,
+        "{metrics}"
+    );
+    assert!(
+        count("asynq_guard_commands_total{command=\"subscribe\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count("asynq_guard_commands_total{command=\"publish\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("asynq_guard_upstream_errors_total{"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("asynq_guard_client_errors_total{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynq_v0_24_1_works_through_the_proxy_as_directly() {
+    direct_and_proxied_runs_agree("v0.24.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynq_v0_25_1_works_through_the_proxy_as_directly() {
+    direct_and_proxied_runs_agree("v0.25.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynq_v0_26_0_works_through_the_proxy_as_directly() {
+    direct_and_proxied_runs_agree("v0.26.0").await;
+}

@@ -1,0 +1,173 @@
+//! The real `asynq-guard serve`, with a configuration written for the
+//! test, and its admin HTTP server.
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{
+    BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_port, kill_child, within,
+};
+
+/// A running `asynq-guard serve` with a configuration of its own.
+pub struct Proxy {
+    port: u16,
+    admin_port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `redis` with default limits.
+    pub async fn start(redis: &Redis) -> Proxy {
+        Proxy::start_with(&redis.address(), "").await
+    }
+
+    /// Starts the proxy with `upstream` as Redis's address and `extra`
+    /// appended to the generated configuration (for example a
+    /// `[limits]` table).
+    pub async fn start_with(upstream: &str, extra: &str) -> Proxy {
+        let mut proxy = Proxy {
+            port: 0,
+            admin_port: 0,
+            dir: TempDir::new("proxy"),
+            child: None,
+        };
+        for _ in 0..PORT_ATTEMPTS {
+            proxy.port = free_port();
+            proxy.admin_port = free_port();
+            if proxy.try_start(upstream, extra).await {
+                return proxy;
+            }
+        }
+        panic!(
+            "asynq-guard did not start on any free port; stderr:\n{}",
+            proxy.stderr()
+        );
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_address(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// A new client connection to the proxy.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.address()).await
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(&self.admin_address(), "/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Everything the proxy wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn try_start(&mut self, upstream: &str, extra: &str) -> bool {
+        let config = self.dir.path().join("asynq-guard.toml");
+        let text = format!(
+            "[[listener]]\nname = \"test\"\naddress = \"127.0.0.1:{}\"\n\n\
+             [upstream]\naddress = \"{upstream}\"\nconnect_timeout_ms = 3000\n\n\
+             [admin]\naddress = \"127.0.0.1:{}\"\n\n{extra}\n",
+            self.port, self.admin_port
+        );
+        fs::write(&config, text).expect("write proxy configuration");
+        let stderr = fs::File::create(self.dir.path().join("stderr.log")).expect("stderr file");
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("ASYNQ_GUARD_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn asynq-guard");
+        self.child = Some(child);
+
+        // The admin server is bound after every listener and starts
+        // serving after the accept loops are spawned, so a healthy
+        // /healthz means the proxy is ready.
+        let deadline = Deadline::new("asynq-guard /healthz");
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                let err = self.stderr();
+                assert!(
+                    err.contains("cannot listen"),
+                    "asynq-guard exited with {status}:\n{err}"
+                );
+                return false;
+            }
+            if healthy(&self.admin_address()).await {
+                return true;
+            }
+            deadline.tick().await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+async fn healthy(admin: &str) -> bool {
+    let probe = async {
+        let mut s = TcpStream::connect(admin).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        Some(out.starts_with(b"HTTP/1.0 200") || out.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// A minimal HTTP/1.0 GET: the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    within(&format!("GET {path}"), async {
+        let mut s = TcpStream::connect(address).await.expect("connect admin");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        s.write_all(request.as_bytes()).await.expect("send request");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read response");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("HTTP status code");
+        (status, body.to_string())
+    })
+    .await
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a
+/// Prometheus text page.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

@@ -1,0 +1,161 @@
+//! A `redis-server` of a test's own, and what tests read from it
+//! directly (not through the proxy).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Client, Deadline, PORT_ATTEMPTS, TempDir, Value, free_port, kill_child, signal};
+
+/// A `redis-server` of this test's own, without persistence.
+pub struct Redis {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts Redis on a free port and waits until it answers PING.
+    pub async fn start() -> Redis {
+        let mut redis = Redis::not_started();
+        for _ in 0..PORT_ATTEMPTS {
+            if redis.try_start().await {
+                return redis;
+            }
+            redis.port = free_port();
+        }
+        panic!("redis-server did not start on any free port");
+    }
+
+    /// Chooses a port for Redis without starting it: the address of a
+    /// Redis that is down.
+    pub fn not_started() -> Redis {
+        Redis {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+        }
+    }
+
+    /// Starts (again) on the same port, after [`Redis::kill`] or
+    /// [`Redis::not_started`].
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        assert!(
+            self.try_start().await,
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Kills Redis at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// Freezes Redis (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(&self.child, "STOP");
+    }
+
+    /// Thaws Redis after [`Redis::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        signal(&self.child, "CONT");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client connected to Redis itself, not through the proxy.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.address()).await
+    }
+
+    async fn try_start(&mut self) -> bool {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn /usr/bin/redis-server");
+        self.child = Some(child);
+
+        let deadline = Deadline::new(format!("redis-server on port {}", self.port));
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                // Most likely the port was taken in the meantime.
+                self.child = None;
+                return false;
+            }
+            if answers_ping(&self.address()).await {
+                return true;
+            }
+            deadline.tick().await;
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+async fn answers_ping(address: &str) -> bool {
+    let probe = async {
+        let mut s = TcpStream::connect(address).await.ok()?;
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").await.ok()?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// A numeric field of `INFO <section>`, asked over `direct` (a client
+/// connected to Redis itself).
+pub async fn info_field(direct: &mut Client, section: &str, field: &str) -> i64 {
+    let Value::Bulk(text) = direct.cmd(&["INFO", section]).await else {
+        panic!("INFO {section} is not a bulk string")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{text}"))
+}
+
+/// Waits until `INFO <section>` on `direct` shows `field` equal to `want`.
+pub async fn wait_for_info(direct: &mut Client, section: &str, field: &str, want: i64) {
+    let deadline = Deadline::new(format!("INFO {field} to become {want}"));
+    while info_field(direct, section, field).await != want {
+        deadline.tick().await;
+    }
+}
