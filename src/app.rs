@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::auth::Throttle;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::session::Shared;
+use crate::tls::ListenerTls;
 use crate::{admin, listener};
 
 /// Why the proxy could not start.
@@ -50,7 +52,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 address: l.address,
                 source,
             })?;
-        bound.push((l.name.clone(), socket));
+        bound.push((l.clone(), socket));
     }
     let admin_socket = match settings.admin {
         None => None,
@@ -70,11 +72,26 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let shared = Arc::new(Shared {
         upstream: Arc::clone(&settings.upstream),
         limits: settings.limits,
-        metrics,
+        metrics: Arc::clone(&metrics),
+        identities: Arc::clone(&settings.identities),
+        throttle: Throttle::new(settings.throttle),
     });
-    for (name, socket) in bound {
-        info!(listener = %name, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        tokio::spawn(listener::accept_loop(socket, name, Arc::clone(&shared)));
+    for (l, socket) in bound {
+        let mode = match &l.tls {
+            None => "tcp",
+            Some(t) if t.is_mutual() => "mutual-tls",
+            Some(_) => "tls",
+        };
+        info!(listener = %l.name, mode, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+        tokio::spawn(listener::accept_loop(socket, l, Arc::clone(&shared)));
+    }
+    let tls: Vec<_> = settings
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.clone().map(|t| (l.name.clone(), t)))
+        .collect();
+    if !tls.is_empty() {
+        tokio::spawn(reload_certificates_on_sighup(tls, metrics));
     }
     if let Some(socket) = admin_socket {
         info!(address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin server listening");
@@ -89,6 +106,36 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     wait_for_signal().await;
     info!("shutting down");
     Ok(())
+}
+
+/// Re-reads every TLS listener's certificate, key and client CA on each
+/// SIGHUP; a listener whose files fail to load keeps its current ones.
+async fn reload_certificates_on_sighup(
+    listeners: Vec<(String, Arc<ListenerTls>)>,
+    metrics: Arc<Metrics>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, "cannot watch SIGHUP; certificates will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        for (name, tls) in &listeners {
+            match tls.reload() {
+                Ok(()) => {
+                    metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                    info!(listener = %name, "certificates reloaded");
+                }
+                Err(error) => {
+                    metrics.tls_reloads.with_label_values(&["error"]).inc();
+                    error!(listener = %name, %error, "certificate reload failed, keeping the loaded ones");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{CertMatch, Identities, Identity, ThrottleSettings};
 use crate::resp::Limits;
 use crate::tls;
 
@@ -49,6 +50,55 @@ pub struct ConfigFile {
     pub admin: AdminFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Who may connect. At least one is required.
+    #[serde(default)]
+    pub identity: Vec<IdentityFile>,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// The user name clients give to AUTH / HELLO AUTH; `default` is the
+    /// identity of `AUTH <password>` without a user name.
+    pub name: String,
+    /// SHA-256 (hex) of each accepted secret; `asynq-guard hash-secret`
+    /// prints one. Several let a secret rotate without downtime.
+    #[serde(default)]
+    pub secret_sha256: Vec<String>,
+    /// Client-certificate match on mutual-TLS listeners: `cn:NAME`,
+    /// `dns:NAME` or `uri:URI`. With secrets too, both are required.
+    pub cert: Option<String>,
+}
+
+/// Failed-authentication throttling, per source address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Failed attempts per source address per minute before further
+    /// attempts are refused until the minute is over. Default 10.
+    #[serde(default = "default_max_failures")]
+    pub max_failures_per_minute: u32,
+    /// Delay before answering a failed attempt. Default 200.
+    #[serde(default = "default_failure_delay")]
+    pub failure_delay_ms: u64,
+}
+
+impl Default for AuthFile {
+    fn default() -> Self {
+        AuthFile {
+            max_failures_per_minute: default_max_failures(),
+            failure_delay_ms: default_failure_delay(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_failure_delay() -> u64 {
+    200
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +108,30 @@ pub struct ListenerFile {
     pub name: Option<String>,
     /// `host:port` to accept clients on.
     pub address: String,
+    /// Whether clients may switch to RESP3 with `HELLO 3`. Default true;
+    /// when false, `HELLO 3` gets `-NOPROTO` and clients fall back to
+    /// RESP2 with AUTH.
+    #[serde(default = "default_true")]
+    pub resp3: bool,
+    /// TLS on this listener; with `client_ca_file`, mutual TLS.
+    pub tls: Option<ListenerTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain the proxy presents.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign client certificates. When set, every
+    /// client must present a certificate signed by one of them, and the
+    /// identity comes from the certificate.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +260,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listeners: Vec<ListenerSettings>,
+    pub identities: Arc<Identities>,
+    pub throttle: ThrottleSettings,
     pub upstream: Arc<UpstreamSettings>,
     pub admin: Option<SocketAddr>,
     pub limits: Limits,
@@ -195,6 +271,8 @@ pub struct Settings {
 pub struct ListenerSettings {
     pub name: String,
     pub address: SocketAddr,
+    pub resp3: bool,
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 #[derive(Debug)]
@@ -269,9 +347,23 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         max_buffer_bytes: l.max_buffer_bytes,
     };
 
+    let identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
+    if file.auth.max_failures_per_minute == 0 {
+        return Err(invalid(
+            "auth.max_failures_per_minute",
+            "must be greater than 0".into(),
+        ));
+    }
+    let throttle = ThrottleSettings {
+        max_failures_per_minute: file.auth.max_failures_per_minute,
+        failure_delay: Duration::from_millis(file.auth.failure_delay_ms),
+    };
+
     let upstream = validate_upstream(file.upstream).map_err(|(f, r)| invalid(&f, r))?;
     Ok(Settings {
         listeners,
+        identities: Arc::new(identities),
+        throttle,
         upstream: Arc::new(upstream),
         admin,
         limits,
@@ -285,6 +377,8 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
         return Ok(vec![ListenerSettings {
             name: "default".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 6380)),
+            resp3: true,
+            tls: None,
         }]);
     }
     let mut out: Vec<ListenerSettings> = Vec::new();
@@ -301,9 +395,90 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
                 format!("{name:?} is used twice"),
             ));
         }
-        out.push(ListenerSettings { name, address });
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                tls::ListenerTls::load(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                    .map_err(|e| (format!("listener[{i}].tls"), e.to_string()))?,
+            )),
+        };
+        out.push(ListenerSettings {
+            name,
+            address,
+            resp3: l.resp3,
+            tls,
+        });
     }
     Ok(out)
+}
+
+fn validate_identities(files: &[IdentityFile]) -> Result<Identities, FieldError> {
+    if files.is_empty() {
+        return Err((
+            "identity".into(),
+            "no [[identity]] is defined, so no client could authenticate".into(),
+        ));
+    }
+    let mut list: Vec<Identity> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let field = |k: &str| format!("identity[{i}].{k}");
+        let valid_name = !f.name.is_empty()
+            && f.name.len() <= 128
+            && f.name.chars().all(|c| c.is_ascii_graphic());
+        if !valid_name {
+            return Err((
+                field("name"),
+                format!(
+                    "{:?} must be 1 to 128 printable ASCII characters without spaces",
+                    f.name
+                ),
+            ));
+        }
+        if list.iter().any(|o| o.name == f.name) {
+            return Err((field("name"), format!("{:?} is defined twice", f.name)));
+        }
+        let mut hashes = Vec::new();
+        for (j, h) in f.secret_sha256.iter().enumerate() {
+            let hash = crate::auth::parse_hash(h).ok_or_else(|| {
+                (
+                    format!("identity[{i}].secret_sha256[{j}]"),
+                    "must be 64 hex digits (the output of asynq-guard hash-secret)".into(),
+                )
+            })?;
+            hashes.push(hash);
+        }
+        let cert = match &f.cert {
+            None => None,
+            Some(text) => Some(CertMatch::parse(text).ok_or_else(|| {
+                (
+                    field("cert"),
+                    format!("{text:?} must be cn:NAME, dns:NAME or uri:URI"),
+                )
+            })?),
+        };
+        if hashes.is_empty() && cert.is_none() {
+            return Err((
+                field("secret_sha256"),
+                format!("identity {:?} needs secret_sha256, cert, or both", f.name),
+            ));
+        }
+        let taken = cert.as_ref().and_then(|c| {
+            list.iter()
+                .find(|o| o.cert.as_ref() == Some(c))
+                .map(|o| (c, o))
+        });
+        if let Some((c, other)) = taken {
+            return Err((
+                field("cert"),
+                format!(
+                    "{c} is already the certificate of identity {:?}",
+                    other.name
+                ),
+            ));
+        }
+        list.push(Identity::new(f.name.clone(), hashes, cert));
+    }
+    Ok(Identities::new(list))
 }
 
 fn validate_upstream(file: UpstreamFile) -> Result<UpstreamSettings, FieldError> {
@@ -389,7 +564,14 @@ fn split_host(address: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// One identity, appended to configurations that do not test identities.
+    const IDENTITY: &str = "\n[[identity]]\nname = \"t\"\nsecret_sha256 = [\"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\"]\n";
+
     fn parse(text: &str) -> Result<Settings, ConfigError> {
+        parse_exact(&format!("{text}{IDENTITY}"))
+    }
+
+    fn parse_exact(text: &str) -> Result<Settings, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "t.toml".into(),
             message: e.to_string(),
@@ -468,6 +650,36 @@ mod tests {
             let msg = parse(text).unwrap_err().to_string();
             assert!(msg.contains(field), "{text:?} gave {msg}");
         }
+    }
+
+    #[test]
+    fn no_identity_is_an_error() {
+        let msg = parse_exact("").unwrap_err().to_string();
+        assert!(msg.contains("no [[identity]]"), "{msg}");
+    }
+
+    #[test]
+    fn identities_are_validated() {
+        let h = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+        let cases = [
+            (format!("[[identity]]\nname = \"a b\"\nsecret_sha256 = [\"{h}\"]\n"), "identity[0].name"),
+            ("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"abc\"]\n".to_string(), "identity[0].secret_sha256[0]"),
+            ("[[identity]]\nname = \"a\"\n".to_string(), "needs secret_sha256, cert, or both"),
+            ("[[identity]]\nname = \"a\"\ncert = \"email:x\"\n".to_string(), "identity[0].cert"),
+            (format!("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"{h}\"]\n[[identity]]\nname = \"a\"\ncert = \"cn:x\"\n"), "defined twice"),
+            ("[[identity]]\nname = \"a\"\ncert = \"cn:x\"\n[[identity]]\nname = \"b\"\ncert = \"cn:x\"\n".to_string(), "already the certificate"),
+            (format!("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"{h}\"]\n[auth]\nmax_failures_per_minute = 0\n"), "auth.max_failures_per_minute"),
+        ];
+        for (text, expected) in cases {
+            let msg = parse_exact(&text).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{text:?} gave {msg}");
+        }
+        let ok = parse_exact(&format!(
+            "[[identity]]\nname = \"default\"\nsecret_sha256 = [\"{h}\", \"{}\"]\ncert = \"uri:spiffe://a/b\"\n",
+            h.to_uppercase()
+        ))
+        .unwrap();
+        assert!(ok.identities.get("default").unwrap().needs_secret());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! client ─► listener ─► session ──────────────────────────► upstream ─► Redis
 //!                        │ resp: cut bytes into commands        │
 //!                        │ command: what the pipe must know     │
-//!                        │ Gate: forward / answer / refuse      │
+//!                        │ gate: who is this, forward / answer  │
 //! client ◄────────────── session ◄── resp: cut replies ◄────────┘
 //! ```
 //!
@@ -15,22 +15,28 @@
 //! |---|---|
 //! | configuration file, validated before start | [`config`], [`tls`] |
 //! | start-up, signals | [`app`] |
-//! | accept connections | [`listener`] |
+//! | accept connections, TLS and mutual TLS | [`listener`], [`tls`] |
 //! | one connection: ordering, pipelining, pub/sub | [`session`] |
+//! | per command: authenticate, refuse, rewrite | [`gate`], [`auth`], [`conceal`] |
 //! | RESP framing and input limits | [`resp`] |
 //! | command classification for the pipe | [`command`] |
 //! | the proxy's own connection to Redis | [`upstream`] |
 //! | metrics and the admin HTTP server | [`metrics`], [`admin`] |
 //!
-//! Policy (identities, grants, limits, signatures) plugs in at the
-//! session's [`session::Gate`], between parsing and forwarding.
+//! Every connection must prove an identity of the configuration before
+//! anything but `AUTH`, `HELLO`, `QUIT` and `RESET` is forwarded. Policy
+//! (grants, limits, signatures) plugs in at the [`gate::Gate`], between
+//! parsing and forwarding.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod command;
+pub mod conceal;
 pub mod config;
+pub mod gate;
 pub mod listener;
 pub mod metrics;
 pub mod resp;

@@ -1,30 +1,40 @@
-//! Accepting client connections.
+//! Accepting client connections: plain TCP, TLS and mutual TLS.
 //!
 //! One accept loop per configured listener. Each accepted connection gets
-//! its own task, a tracing span (`client.addr`, `listener`) and a
-//! [`session`](crate::session); the connection metrics are kept here. A
-//! failing `accept` (for example too many open files) is logged and
-//! retried after a pause instead of ending the loop.
+//! its own task, a tracing span (`client.addr`, `listener`, `identity`)
+//! and a [`session`](crate::session). On TLS listeners the handshake runs
+//! in that task under a deadline; on mutual-TLS listeners the verified
+//! client certificate is matched to an identity here, before the session
+//! starts. The connection metrics are kept here. A failing `accept` (for
+//! example too many open files) is logged and retried after a pause.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntGauge;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, warn};
 
+use crate::auth::CertIdentity;
+use crate::config::ListenerSettings;
+use crate::gate::Conn;
 use crate::session::{self, Shared};
 
 /// Pause after a failed accept, so a full file table is not spun on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts clients on `listener` until the task is dropped.
-pub async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
+/// A client must finish the TLS handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts clients on `socket` until the task is dropped.
+pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, shared: Arc<Shared>) {
+    let name = settings.name.clone();
+    let settings = Arc::new(settings);
     let accepted = shared.metrics.connections_total.with_label_values(&[&name]);
     let open = shared.metrics.open_gauge(&name);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match socket.accept().await {
             Ok(conn) => conn,
             Err(error) => {
                 warn!(%error, listener = %name, "accept failed");
@@ -34,18 +44,79 @@ pub async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared
         };
         accepted.inc();
         let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("conn", client.addr = %peer, listener = %name);
-        let shared = Arc::clone(&shared);
+        let span = tracing::info_span!(
+            "conn",
+            client.addr = %peer,
+            listener = %name,
+            identity = tracing::field::Empty
+        );
         let guard = OpenConnection::new(open.clone(), peer);
+        let task = serve_connection(stream, peer, Arc::clone(&settings), Arc::clone(&shared));
         tokio::spawn(
             async move {
-                let (read, write) = stream.into_split();
-                session::run(read, write, shared).await;
+                task.await;
                 drop(guard);
             }
             .instrument(span),
         );
     }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<ListenerSettings>,
+    shared: Arc<Shared>,
+) {
+    let mut conn = Conn {
+        peer,
+        listener: settings.name.clone(),
+        resp3: settings.resp3,
+        cert: CertIdentity::None,
+    };
+    let Some(tls) = &settings.tls else {
+        let (read, write) = stream.into_split();
+        session::run(read, write, conn, shared).await;
+        return;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[&settings.name])
+                .inc();
+            debug!(%error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[&settings.name])
+                .inc();
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.is_mutual() {
+        conn.cert = match stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+        {
+            Some(cert) => shared.identities.for_certificate(cert),
+            None => CertIdentity::Unreadable,
+        };
+        if let CertIdentity::Identity(i) = &conn.cert {
+            tracing::Span::current().record("identity", i.name.as_str());
+        }
+    }
+    let (read, write) = tokio::io::split(stream);
+    session::run(read, write, conn, shared).await;
 }
 
 /// Keeps the open-connections gauge right even if a session panics.

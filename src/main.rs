@@ -35,6 +35,9 @@ enum Cmd {
         /// Configuration file (TOML).
         config: PathBuf,
     },
+    /// Read a secret on standard input and print the SHA-256 to put in an
+    /// identity's `secret_sha256` (one trailing newline is not part of it).
+    HashSecret,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,9 +62,31 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn hash_secret() -> ExitCode {
+    use std::io::Read;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("error: cannot read standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    if input.ends_with(b"\n") {
+        input.pop();
+        if input.ends_with(b"\r") {
+            input.pop();
+        }
+    }
+    if input.is_empty() {
+        eprintln!("error: the secret is empty");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", asynq_guard::auth::hash_secret(&input));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::HashSecret => hash_secret(),
         Cmd::Check { config } => match asynq_guard::config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub client_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_latency: Histogram,
+    pub auth_attempts: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     commands_vec: IntCounterVec,
     /// One lazily created counter per known command, so that /metrics
     /// lists only the commands actually seen.
@@ -82,6 +85,30 @@ impl Metrics {
             ),
             &["command"],
         )?;
+        let auth_attempts = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_auth_attempts_total",
+                "Authentication attempts (AUTH, HELLO AUTH), by listener and result (ok, wrong_secret, unknown_identity, certificate_required, certificate_mismatch, throttled).",
+            ),
+            &["listener", "result"],
+        )?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_tls_handshake_failures_total",
+                "TLS handshakes with clients that failed (including untrusted client certificates), by listener.",
+            ),
+            &["listener"],
+        )?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_tls_reloads_total",
+                "Re-reads of listener certificates on SIGHUP, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(auth_attempts.clone()))?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(client_errors.clone()))?;
@@ -99,6 +126,9 @@ impl Metrics {
             client_errors,
             upstream_errors,
             upstream_latency,
+            auth_attempts,
+            tls_handshake_failures,
+            tls_reloads,
             commands_vec,
             commands,
             commands_other: OnceLock::new(),

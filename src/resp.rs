@@ -165,6 +165,12 @@ impl RequestReader {
         &mut self.buf
     }
 
+    /// Changes the limits from the next command on (authentication lifts
+    /// the stricter limits of unauthenticated clients).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Whether bytes of an unfinished command are buffered.
     pub fn has_partial(&self) -> bool {
         !self.buf.is_empty()

@@ -28,12 +28,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::command::{self, Classified, Expect};
+use crate::auth::{Identities, Throttle};
+use crate::command::{self, Expect};
+use crate::conceal;
 use crate::config::UpstreamSettings;
+use crate::gate::{Conn, Decision, Gate};
 use crate::metrics::Metrics;
-use crate::resp::{
-    Command, Limits, Proto, PubSubWord, Reply, ReplyReader, RequestReader, error_reply,
-};
+use crate::resp::{Limits, Proto, PubSubWord, Reply, ReplyReader, RequestReader, error_reply};
 use crate::upstream::{self, UpstreamRead, UpstreamWrite};
 
 /// Batches of slots in flight between the halves before the request half
@@ -63,103 +64,60 @@ pub struct Shared {
     pub upstream: Arc<UpstreamSettings>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    pub identities: Arc<Identities>,
+    pub throttle: Throttle,
+}
+
+/// Limits before authentication, as Redis applies them to unauthenticated
+/// clients: enough for AUTH and HELLO, too little to flood memory.
+const PRE_AUTH_LIMITS: Limits = Limits {
+    max_bulk_bytes: 16 * 1024,
+    max_args: 10,
+    max_buffer_bytes: 64 * 1024,
+};
+
+impl Shared {
+    fn limits_for(&self, authenticated: bool) -> Limits {
+        if authenticated {
+            self.limits
+        } else {
+            Limits {
+                max_bulk_bytes: PRE_AUTH_LIMITS
+                    .max_bulk_bytes
+                    .min(self.limits.max_bulk_bytes),
+                max_args: PRE_AUTH_LIMITS.max_args.min(self.limits.max_args),
+                max_buffer_bytes: PRE_AUTH_LIMITS
+                    .max_buffer_bytes
+                    .min(self.limits.max_buffer_bytes),
+            }
+        }
+    }
 }
 
 /// Where one command's reply comes from.
 #[derive(Debug)]
 enum Slot {
     /// From Redis, shaped as `expect`; `sent` is set when the round trip
-    /// is timed.
+    /// is timed; `conceal` when the reply goes through
+    /// [`conceal::filter_info`].
     Upstream {
         expect: Expect,
         sent: Option<Instant>,
+        conceal: bool,
     },
+    /// From Redis for a command the proxy sent on its own (logging in
+    /// again after RESET); the client sees nothing of it, and an error
+    /// ends the session.
+    Hidden,
     /// From Redis, but the client gets `reply` instead of it.
     Replace { reply: Bytes },
     /// From the proxy; `close` ends the connection after it.
     Local { reply: Bytes, close: bool },
 }
 
-/// What the gate decides for one command.
-#[derive(Debug)]
-pub enum Decision {
-    /// Send the command to Redis as it is.
-    Forward,
-    /// Send `raw` to Redis instead and give the client `reply` for it.
-    Substitute { raw: Bytes, reply: Bytes },
-    /// Answer the client without Redis.
-    Reply(Bytes),
-    /// Answer the client, then close the connection.
-    ReplyAndClose(Bytes),
-}
-
-/// The decision step between parsing and forwarding. It tracks the
-/// transaction state of the connection so that a command refused inside
-/// MULTI makes the whole transaction fail, as it would in Redis.
-#[derive(Debug, Default)]
-pub struct Gate {
-    in_multi: bool,
-    multi_refused: bool,
-}
-
-impl Gate {
-    /// Decides what to do with `cmd`.
-    pub fn decide(&mut self, cmd: &Command, c: &Classified) -> Decision {
-        let decision = self.check(cmd, c);
-        if self.in_multi && matches!(decision, Decision::Reply(_)) {
-            self.multi_refused = true;
-        }
-        self.track_transaction(cmd, c, decision)
-    }
-
-    /// What the proxy itself refuses, whatever any policy says.
-    fn check(&self, cmd: &Command, c: &Classified) -> Decision {
-        if let Some(reason) = command::unsupported(cmd, c) {
-            return Decision::Reply(error_reply(&format!("ERR {reason}")));
-        }
-        if c.pubsub && self.in_multi {
-            return Decision::Reply(error_reply(
-                "ERR asynq-guard: subscribe commands are not available inside MULTI",
-            ));
-        }
-        if c.name == Some("quit") {
-            return Decision::ReplyAndClose(Bytes::from_static(b"+OK\r\n"));
-        }
-        Decision::Forward
-    }
-
-    fn track_transaction(&mut self, cmd: &Command, c: &Classified, d: Decision) -> Decision {
-        if !matches!(d, Decision::Forward) {
-            return d;
-        }
-        let bare = cmd.args.len() == 1;
-        match c.name {
-            Some("multi") if bare && !self.in_multi => {
-                self.in_multi = true;
-                self.multi_refused = false;
-            }
-            Some("exec") if bare && self.in_multi => {
-                self.in_multi = false;
-                if self.multi_refused {
-                    return Decision::Substitute {
-                        raw: upstream::encode_command(&[b"DISCARD"]),
-                        reply: error_reply(
-                            "EXECABORT Transaction discarded because of previous errors.",
-                        ),
-                    };
-                }
-            }
-            Some("discard") if bare => self.in_multi = false,
-            Some("reset") => self.in_multi = false,
-            _ => {}
-        }
-        d
-    }
-}
-
 /// Runs one client connection to its end. The client's halves are passed
 /// apart so that plain TCP needs no lock between them.
-pub async fn run<R, W>(client_read: R, client_write: W, shared: Arc<Shared>)
+pub async fn run<R, W>(client_read: R, client_write: W, conn: Conn, shared: Arc<Shared>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -173,13 +131,15 @@ where
                 .upstream_errors
                 .with_label_values(&[error.kind()])
                 .inc();
-            refuse_first_command(client_read, client_write, &shared.limits).await;
+            let limits = shared.limits_for(false);
+            refuse_first_command(client_read, client_write, &limits).await;
             return;
         }
     };
 
     let (tx, rx) = mpsc::channel(SLOT_BATCHES);
-    let requests = forward_requests(client_read, up_write, tx, &shared);
+    let gate = Gate::new(conn);
+    let requests = forward_requests(client_read, up_write, tx, gate, &shared);
     let replies = relay_replies(up_read, client_write, rx, &shared);
     tokio::pin!(requests, replies);
     tokio::select! {
@@ -238,13 +198,15 @@ async fn forward_requests<R>(
     mut client: R,
     mut upstream: UpstreamWrite,
     slots: mpsc::Sender<Vec<Slot>>,
+    mut gate: Gate,
     shared: &Shared,
 ) -> RequestEnd
 where
     R: AsyncRead + Unpin,
 {
-    let mut reader = RequestReader::new(shared.limits);
-    let mut gate = Gate::default();
+    let mut authenticated = gate.identity().is_some();
+    let mut reader = RequestReader::new(shared.limits_for(authenticated));
+    let relogin = upstream::login_command(&shared.upstream);
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
         match client.read_buf(reader.buffer()).await {
@@ -275,15 +237,19 @@ where
             };
             let c = command::classify(&cmd);
             shared.metrics.count_command(c.name);
-            let (slot, raw) = match gate.decide(&cmd, &c) {
-                Decision::Forward => {
-                    let sent = (!c.blocking).then(Instant::now);
-                    let slot = Slot::Upstream {
-                        expect: c.expect,
-                        sent,
-                    };
-                    (slot, Some(cmd.raw))
-                }
+            let decision = gate.decide(&cmd, &c, shared);
+            if gate.identity().is_some() != authenticated {
+                authenticated = !authenticated;
+                reader.set_limits(shared.limits_for(authenticated));
+            }
+            let upstream_slot = || Slot::Upstream {
+                expect: c.expect,
+                sent: (!c.blocking).then(Instant::now),
+                conceal: conceal::filters_reply(c.name),
+            };
+            let (slot, raw) = match decision {
+                Decision::Forward => (upstream_slot(), Some(cmd.raw)),
+                Decision::ForwardAs(raw) => (upstream_slot(), Some(raw)),
                 Decision::Substitute { raw, reply } => (Slot::Replace { reply }, Some(raw)),
                 Decision::Reply(reply) => (
                     Slot::Local {
@@ -292,11 +258,28 @@ where
                     },
                     None,
                 ),
+                Decision::ReplyAfter(delay, reply) => {
+                    // Slows down guessing: nothing more is read from this
+                    // client until the delay is over.
+                    tokio::time::sleep(delay).await;
+                    (
+                        Slot::Local {
+                            reply,
+                            close: false,
+                        },
+                        None,
+                    )
+                }
                 Decision::ReplyAndClose(reply) => {
                     end = Some(RequestEnd::Closing);
                     (Slot::Local { reply, close: true }, None)
                 }
             };
+            // Redis logs the connection out on RESET: log it in again
+            // with the proxy's credentials, unseen by the client.
+            let hidden = (c.expect == Expect::Reset && raw.is_some())
+                .then(|| relogin.clone())
+                .flatten();
             batch.push(slot);
             if let Some(raw) = raw {
                 if raw.len() > COPY_LIMIT {
@@ -314,6 +297,10 @@ where
                 } else {
                     out.extend_from_slice(&raw);
                 }
+            }
+            if let Some(login) = hidden {
+                batch.push(Slot::Hidden);
+                out.extend_from_slice(&login);
             }
             if end.is_some() {
                 break;
@@ -350,6 +337,14 @@ enum ReplyEnd {
     ClientWrite(std::io::Error),
     UpstreamLost,
     UpstreamProtocol(String),
+}
+
+/// Why a reply could not be relayed.
+enum OnReply {
+    /// No command was waiting for it.
+    Unexpected,
+    /// The proxy's own login after RESET failed.
+    HiddenFailed,
 }
 
 /// The state the reply half keeps about the connection.
@@ -416,23 +411,32 @@ impl ReplyState {
     }
 
     /// Writes one reply to the output and retires its slot.
-    /// Returns false if no command was waiting for it.
-    fn on_reply(&mut self, r: Reply, metrics: &Metrics) -> bool {
+    fn on_reply(&mut self, r: Reply, metrics: &Metrics) -> Result<(), OnReply> {
         if self.out_of_band(&r) {
             self.out.extend_from_slice(&r.raw);
-            return true;
+            return Ok(());
         }
         let Some(slot) = self.queue.front_mut() else {
-            return false;
+            return Err(OnReply::Unexpected);
         };
         let done = match slot {
-            Slot::Local { .. } => return false,
+            Slot::Local { .. } => return Err(OnReply::Unexpected),
             Slot::Replace { reply } => {
                 self.out.extend_from_slice(reply);
                 true
             }
-            Slot::Upstream { expect, sent } => {
-                self.out.extend_from_slice(&r.raw);
+            Slot::Hidden if r.shape.error => return Err(OnReply::HiddenFailed),
+            Slot::Hidden => true,
+            Slot::Upstream {
+                expect,
+                sent,
+                conceal,
+            } => {
+                if *conceal {
+                    self.out.extend_from_slice(&conceal::filter_info(&r.raw));
+                } else {
+                    self.out.extend_from_slice(&r.raw);
+                }
                 if let Some(sent) = sent.take() {
                     metrics
                         .upstream_latency
@@ -469,7 +473,7 @@ impl ReplyState {
         if done {
             self.queue.pop_front();
         }
-        true
+        Ok(())
     }
 
     /// After the upstream is gone: every command still waiting gets an
@@ -486,6 +490,7 @@ impl ReplyState {
                 Slot::Upstream { .. } | Slot::Replace { .. } => {
                     self.out.extend_from_slice(&error_reply(UPSTREAM_LOST));
                 }
+                Slot::Hidden => {}
             }
         }
     }
@@ -565,10 +570,18 @@ fn relay_buffered(
             Ok(None) => return Ok(false),
             Err(e) => return Err(ReplyEnd::UpstreamProtocol(e.to_string())),
         };
-        if !st.on_reply(reply, metrics) {
-            return Err(ReplyEnd::UpstreamProtocol(
-                "reply without a pending command".into(),
-            ));
+        match st.on_reply(reply, metrics) {
+            Ok(()) => {}
+            Err(OnReply::Unexpected) => {
+                return Err(ReplyEnd::UpstreamProtocol(
+                    "reply without a pending command".into(),
+                ));
+            }
+            Err(OnReply::HiddenFailed) => {
+                return Err(ReplyEnd::UpstreamProtocol(
+                    "upstream refused the proxy's credentials after RESET".into(),
+                ));
+            }
         }
     }
 }

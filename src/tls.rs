@@ -103,3 +103,93 @@ impl UpstreamTls {
         })
     }
 }
+
+/// A TLS listener's configuration, re-read from its files on SIGHUP.
+pub struct ListenerTls {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    client_ca_file: Option<std::path::PathBuf>,
+    acceptor: arc_swap::ArcSwap<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("cert_file", &self.cert_file)
+            .field("mutual", &self.is_mutual())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerTls {
+    /// Loads the listener's certificate, key and, for mutual TLS, the CA
+    /// that signs client certificates.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] naming the file at fault.
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, TlsError> {
+        let acceptor = build_acceptor(cert, key, client_ca)?;
+        Ok(ListenerTls {
+            cert_file: cert.to_owned(),
+            key_file: key.to_owned(),
+            client_ca_file: client_ca.map(Path::to_owned),
+            acceptor: arc_swap::ArcSwap::from_pointee(acceptor),
+        })
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn is_mutual(&self) -> bool {
+        self.client_ca_file.is_some()
+    }
+
+    /// The acceptor for the next connection.
+    pub fn acceptor(&self) -> Arc<tokio_rustls::TlsAcceptor> {
+        self.acceptor.load_full()
+    }
+
+    /// Re-reads the files; on error the current configuration stays.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] naming the file at fault.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let acceptor = build_acceptor(
+            &self.cert_file,
+            &self.key_file,
+            self.client_ca_file.as_deref(),
+        )?;
+        self.acceptor.store(Arc::new(acceptor));
+        Ok(())
+    }
+}
+
+fn build_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(ca)? {
+                roots.add(c).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| file_error(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| file_error(key, e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

@@ -81,13 +81,8 @@ pub async fn connect(
         }
     };
 
-    if let Some(password) = &settings.password {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = &settings.username {
-            args.push(user.as_bytes());
-        }
-        args.push(password.expose().as_bytes());
-        let reply = tokio::time::timeout(timeout, round_trip(&mut read, &mut write, &args))
+    if let Some(login) = login_command(settings) {
+        let reply = tokio::time::timeout(timeout, round_trip(&mut read, &mut write, &login))
             .await
             .map_err(|_| UpstreamError::Handshake("AUTH reply timed out".into()))??;
         if reply.first() == Some(&b'-') {
@@ -98,14 +93,26 @@ pub async fn connect(
     Ok((read, write))
 }
 
-/// Sends one command and reads its one RESP2 reply.
+/// The proxy's `AUTH` command for Redis, if it has credentials. The bytes
+/// hold the password: they go to Redis only, never to a log or a client.
+pub fn login_command(settings: &UpstreamSettings) -> Option<Bytes> {
+    let password = settings.password.as_ref()?;
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if let Some(user) = &settings.username {
+        args.push(user.as_bytes());
+    }
+    args.push(password.expose().as_bytes());
+    Some(encode_command(&args))
+}
+
+/// Sends one encoded command and reads its one RESP2 reply.
 async fn round_trip(
     read: &mut UpstreamRead,
     write: &mut UpstreamWrite,
-    args: &[&[u8]],
+    command: &[u8],
 ) -> Result<Bytes, UpstreamError> {
     write
-        .write_all(&encode_command(args))
+        .write_all(command)
         .await
         .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
     let mut replies = ReplyReader::default();

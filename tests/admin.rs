@@ -184,7 +184,8 @@ async fn serve_with_its_port_in_use_exits_naming_the_address() {
         &dir,
         &format!(
             "[[listener]]\naddress = \"127.0.0.1:{port}\"\n\
-             [admin]\naddress = \"127.0.0.1:{}\"\n",
+             [admin]\naddress = \"127.0.0.1:{}\"\n\
+             [[identity]]\nname = \"a\"\ncert = \"cn:a\"\n",
             free_port()
         ),
     );

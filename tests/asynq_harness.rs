@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Proxy, Redis};
+use support::{Proxy, Redis, TEST_SECRET, TEST_USER};
 
 /// Tasks the producer enqueues in each run.
 const TASKS: &str = "2000";
@@ -48,13 +48,15 @@ fn build_harness(version: &str) -> PathBuf {
 }
 
 /// Runs the harness against `address`; returns its summary.
-fn run_harness(binary: &Path, address: &str, label: &str) -> Value {
+fn run_harness(binary: &Path, address: &str, login: &[&str], label: &str) -> Value {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("summary-{label}-{}.json", std::process::id()));
     let result = Command::new(binary)
         .args([
-            "-redis", address, "-tasks", TASKS, "-timeout", "3m", "-quiet", "-out",
+            "-redis", address, "-tasks", TASKS, "-timeout", "3m", "-quiet",
         ])
+        .args(login)
+        .arg("-out")
         .arg(&out)
         .output()
         .expect("run the harness");
@@ -85,13 +87,19 @@ async fn direct_and_proxied_runs_agree(version: &str) {
     let direct = run_harness(
         &binary,
         &direct_redis.address(),
+        &[],
         &format!("direct-{version}"),
     );
     drop(direct_redis);
 
     let redis = Redis::start().await;
     let proxy = Proxy::start(&redis).await;
-    let proxied = run_harness(&binary, &proxy.address(), &format!("proxied-{version}"));
+    let proxied = run_harness(
+        &binary,
+        &proxy.address(),
+        &["-username", TEST_USER, "-password", TEST_SECRET],
+        &format!("proxied-{version}"),
+    );
 
     assert_eq!(
         proxied["asynq_version"], version,

@@ -182,8 +182,10 @@ async fn empty_multibulk_is_ignored_like_redis() {
     let proxy = Proxy::start(&redis).await;
     let input = b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n*0\r\n*1\r\n$4\r\nPING\r\n";
 
-    for address in [redis.address(), proxy.address()] {
-        let mut client = Client::connect(&address).await;
+    for (address, mut client) in [
+        (redis.address(), redis.client().await),
+        (proxy.address(), proxy.client().await),
+    ] {
         client.send_raw(input).await;
         assert_eq!(client.read().await, simple("PONG"), "{address}");
         assert_eq!(client.read().await, simple("PONG"), "{address}");

@@ -229,6 +229,20 @@ async fn hello_3_then_reset_returns_to_resp2_and_unsubscribes() {
 
     assert_eq!(client.cmd(&["RESET"]).await, simple("RESET"));
     client.set_proto(Proto::Resp2);
+    // RESET logs the connection out, as in Redis.
+    assert!(
+        client
+            .cmd(&["PING"])
+            .await
+            .error_text()
+            .starts_with("NOAUTH")
+    );
+    assert_eq!(
+        client
+            .cmd(&["AUTH", support::TEST_USER, support::TEST_SECRET])
+            .await,
+        simple("OK")
+    );
     client.send(&["HGETALL", "h"]).await;
     let (raw, value) = client.read_frame().await;
     assert!(raw.starts_with(b"*2\r\n"), "RESP2 array expected: {raw:?}");

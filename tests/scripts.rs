@@ -9,10 +9,8 @@ use support::{Client, Proxy, Redis, Value, bulk, command, int};
 const ENQUEUE: &str = "redis.call('HSET', KEYS[1], 'msg', ARGV[1]) \
                        redis.call('LPUSH', KEYS[2], ARGV[2]) return 1";
 
-/// The exact bytes of the reply to `args`, sent on a new connection to
-/// `address`.
-async fn raw_reply(address: &str, args: &[&str]) -> Vec<u8> {
-    let mut client = Client::connect(address).await;
+/// The exact bytes of the reply to `args`, sent on `client`.
+async fn raw_reply(mut client: Client, args: &[&str]) -> Vec<u8> {
     client.send(args).await;
     client.read_frame().await.0
 }
@@ -40,8 +38,8 @@ async fn script_errors_pass_redis_error_text_unchanged() {
     ];
     for script in scripts {
         let args = ["EVAL", script, "1", "k"];
-        let from_redis = raw_reply(&redis.address(), &args).await;
-        let from_proxy = raw_reply(&proxy.address(), &args).await;
+        let from_redis = raw_reply(redis.client().await, &args).await;
+        let from_proxy = raw_reply(proxy.client().await, &args).await;
         assert_eq!(
             String::from_utf8_lossy(&from_proxy),
             String::from_utf8_lossy(&from_redis),
@@ -87,8 +85,8 @@ async fn evalsha_of_an_unknown_sha_returns_noscript_unchanged() {
     let unknown = "0123456789abcdef0123456789abcdef01234567";
 
     let args = ["EVALSHA", unknown, "0"];
-    let from_redis = raw_reply(&redis.address(), &args).await;
-    let from_proxy = raw_reply(&proxy.address(), &args).await;
+    let from_redis = raw_reply(redis.client().await, &args).await;
+    let from_proxy = raw_reply(proxy.client().await, &args).await;
     assert!(from_proxy.starts_with(b"-NOSCRIPT"), "{from_proxy:?}");
     assert_eq!(from_proxy, from_redis);
 }

@@ -12,6 +12,8 @@
 //
 //	harness -redis 127.0.0.1:6379 [-username u -password p] [-tasks 2000]
 //	        [-timeout 3m] [-out summary.json] [-quiet]
+//	        [-tls-ca ca.pem [-tls-cert c.pem -tls-key k.pem] [-tls-server-name n]]
+//	harness -redis ... -probe   (one enqueue; prints {"ok":…,"error":…})
 //
 // Exit status: 0 when every check passed, 1 when a check failed (the
 // failures go to stderr and into the summary), 2 on bad flags.
@@ -35,6 +37,8 @@ type config struct {
 	timeout   time.Duration
 	out       string
 	quiet     bool
+	probe     bool
+	tls       tlsFlags
 }
 
 // watchdogGrace is how long past -timeout the harness waits for a clean
@@ -52,6 +56,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Minute, "bound for the whole run")
 	fs.StringVar(&cfg.out, "out", "", "write the JSON summary to this file instead of stdout")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "print nothing but failures and the summary")
+	fs.BoolVar(&cfg.probe, "probe", false, "only enqueue one task and print the outcome as JSON (exit 0 either way)")
+	fs.StringVar(&cfg.tls.ca, "tls-ca", "", "PEM CA file: connect over TLS and trust this CA")
+	fs.StringVar(&cfg.tls.cert, "tls-cert", "", "PEM client certificate (mutual TLS)")
+	fs.StringVar(&cfg.tls.key, "tls-key", "", "PEM client key (mutual TLS)")
+	fs.StringVar(&cfg.tls.serverName, "tls-server-name", "", "name to verify in the server certificate (default: the -redis host)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -74,6 +83,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "harness:", err)
 		}
 		os.Exit(2)
+	}
+
+	if cfg.probe {
+		os.Exit(probe(cfg))
 	}
 
 	rep := newReport(cfg.quiet)

@@ -52,16 +52,12 @@ type scenario struct {
 func run(ctx context.Context, cfg config, rep *report) *Summary {
 	start := time.Now()
 	sc := &scenario{
-		cfg:  cfg,
-		rep:  rep,
-		rec:  newRecorder(),
-		sum:  newSummary(cfg.tasks),
-		plan: buildPlan(cfg.tasks),
-		redis: asynq.RedisClientOpt{
-			Addr:     cfg.redisAddr,
-			Username: cfg.username,
-			Password: cfg.password,
-		},
+		cfg:   cfg,
+		rep:   rep,
+		rec:   newRecorder(),
+		sum:   newSummary(cfg.tasks),
+		plan:  buildPlan(cfg.tasks),
+		redis: redisOpt(cfg),
 	}
 	sc.sum.AsynqVersion = moduleVersion("github.com/hibiken/asynq")
 	sc.sum.Timing.GoRedisVersion = moduleVersion("github.com/redis/go-redis/v9")

@@ -167,6 +167,19 @@ impl Client {
         }
     }
 
+    /// Connects and authenticates with `AUTH user secret`, which must
+    /// succeed.
+    pub async fn connect_as(address: &str, user: &str, secret: &str) -> Client {
+        let mut client = Client::connect(address).await;
+        let reply = client.cmd(&["AUTH", user, secret]).await;
+        assert_eq!(
+            reply,
+            Value::Simple("OK".into()),
+            "AUTH {user} at {address}"
+        );
+        client
+    }
+
     /// Decodes the following replies as `proto` (after `HELLO 3`, say).
     pub fn set_proto(&mut self, proto: Proto) {
         self.proto = proto;

@@ -12,6 +12,12 @@ use super::{
     BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_port, kill_child, within,
 };
 
+/// The identity every generated configuration has, unless the test
+/// brings its own `[[identity]]` tables.
+pub const TEST_USER: &str = "test";
+/// The secret of [`TEST_USER`]; the configuration holds only its SHA-256.
+pub const TEST_SECRET: &str = "test-secret-7d1f";
+
 /// A running `asynq-guard serve` with a configuration of its own.
 pub struct Proxy {
     port: u16,
@@ -57,8 +63,14 @@ impl Proxy {
         format!("127.0.0.1:{}", self.admin_port)
     }
 
-    /// A new client connection to the proxy.
+    /// A new client connection to the proxy, authenticated as
+    /// [`TEST_USER`].
     pub async fn client(&self) -> Client {
+        Client::connect_as(&self.address(), TEST_USER, TEST_SECRET).await
+    }
+
+    /// A new client connection to the proxy that has not authenticated.
+    pub async fn anonymous_client(&self) -> Client {
         Client::connect(&self.address()).await
     }
 
@@ -76,10 +88,18 @@ impl Proxy {
 
     async fn try_start(&mut self, upstream: &str, extra: &str) -> bool {
         let config = self.dir.path().join("asynq-guard.toml");
+        let identity = if extra.contains("[[identity]]") {
+            String::new()
+        } else {
+            format!(
+                "[[identity]]\nname = \"{TEST_USER}\"\nsecret_sha256 = [\"{}\"]\n",
+                test_secret_hash()
+            )
+        };
         let text = format!(
             "[[listener]]\nname = \"test\"\naddress = \"127.0.0.1:{}\"\n\n\
              [upstream]\naddress = \"{upstream}\"\nconnect_timeout_ms = 3000\n\n\
-             [admin]\naddress = \"127.0.0.1:{}\"\n\n{extra}\n",
+             [admin]\naddress = \"127.0.0.1:{}\"\n\n{extra}\n\n{identity}",
             self.port, self.admin_port
         );
         fs::write(&config, text).expect("write proxy configuration");
@@ -118,6 +138,30 @@ impl Proxy {
             deadline.tick().await;
         }
     }
+}
+
+/// The hash of [`TEST_SECRET`], computed by the binary under test the
+/// way an operator would.
+fn test_secret_hash() -> String {
+    use std::io::Write;
+    let mut child = Command::new(BINARY)
+        .arg("hash-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn asynq-guard hash-secret");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(TEST_SECRET.as_bytes())
+        .expect("write secret");
+    let out = child.wait_with_output().expect("hash-secret output");
+    assert!(out.status.success(), "hash-secret failed");
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_string()
 }
 
 impl Drop for Proxy {

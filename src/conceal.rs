@@ -1,0 +1,189 @@
+//! Keeping the upstream's address, credentials and settings from clients.
+//!
+//! Only the proxy knows where Redis is and how it logs in there. Commands
+//! whose replies would tell (the connection list, the configuration, ACL
+//! users, replication and cluster topology, the slow log with client
+//! addresses) are refused; `INFO` is answered with the lines that name
+//! ports, paths and peer addresses removed. This module reads commands
+//! and rewrites one reply; it keeps no state.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::resp::Command;
+
+/// `CLIENT` subcommands that only concern the caller's own connection.
+const CLIENT_OWN: &[&str] = &[
+    "setname",
+    "getname",
+    "setinfo",
+    "id",
+    "tracking",
+    "trackinginfo",
+    "caching",
+    "getredir",
+    "no-touch",
+];
+
+/// `CLUSTER` subcommands that list node addresses.
+const CLUSTER_TOPOLOGY: &[&str] = &["nodes", "slots", "shards", "links", "replicas", "slaves"];
+
+/// `INFO` fields that name the upstream's ports, files or peers.
+fn hidden_info_field(key: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "tcp_port",
+        "executable",
+        "config_file",
+        "master_host",
+        "master_port",
+        "unixsocket",
+    ];
+    let numbered = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    EXACT.contains(&key) || numbered("slave") || numbered("listener")
+}
+
+/// Why the proxy refuses `cmd` to keep the upstream concealed, if it does.
+pub fn refusal(cmd: &Command, name: Option<&'static str>) -> Option<String> {
+    let sub = || {
+        cmd.args
+            .get(1)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let name = name?;
+    let reveals = match name {
+        "config" | "acl" | "slowlog" | "role" | "module" | "monitor" => true,
+        "client" => !CLIENT_OWN.contains(&sub().as_str()),
+        "cluster" => CLUSTER_TOPOLOGY.contains(&sub().as_str()),
+        _ => false,
+    };
+    reveals.then(|| {
+        let what = match name {
+            "client" | "cluster" => format!("{} {}", name.to_uppercase(), sub().to_uppercase()),
+            n => n.to_uppercase(),
+        };
+        format!(
+            "NOPERM asynq-guard: {what} is refused, it would reveal the upstream Redis's addresses, credentials or settings"
+        )
+    })
+}
+
+/// Whether the reply to `cmd` must go through [`filter_info`].
+pub fn filters_reply(name: Option<&'static str>) -> bool {
+    name == Some("info")
+}
+
+/// Removes the concealed fields from an `INFO` reply (a RESP2 bulk string
+/// or a RESP3 verbatim string). Any other reply is returned unchanged.
+pub fn filter_info(raw: &Bytes) -> Bytes {
+    let Some(marker) = raw.first().copied() else {
+        return raw.clone();
+    };
+    if marker != b'$' && marker != b'=' {
+        return raw.clone();
+    }
+    let Some(header_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+        return raw.clone();
+    };
+    let body_start = header_end + 2;
+    if raw.len() < body_start + 2 {
+        return raw.clone();
+    }
+    let body = &raw[body_start..raw.len() - 2];
+    // A verbatim string starts with its three-letter format and a colon.
+    let (format, text) = if marker == b'=' && body.len() >= 4 {
+        body.split_at(4)
+    } else {
+        (&body[..0], body)
+    };
+    let mut kept = BytesMut::with_capacity(body.len());
+    kept.extend_from_slice(format);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let key = line.split(|&b| b == b':').next().unwrap_or_default();
+        let key = String::from_utf8_lossy(key);
+        if line.contains(&b':') && hidden_info_field(key.trim()) {
+            continue;
+        }
+        kept.extend_from_slice(line);
+    }
+    let mut out = BytesMut::with_capacity(kept.len() + 16);
+    out.extend_from_slice(format!("{}{}\r\n", char::from(marker), kept.len()).as_bytes());
+    out.extend_from_slice(&kept);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::canonical_name;
+
+    fn cmd(args: &[&str]) -> Command {
+        Command {
+            raw: Bytes::new(),
+            args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
+        }
+    }
+
+    fn refused(args: &[&str]) -> bool {
+        let c = cmd(args);
+        refusal(&c, canonical_name(&c.args[0])).is_some()
+    }
+
+    #[test]
+    fn revealing_commands_are_refused() {
+        for args in [
+            &["CONFIG", "GET", "*"][..],
+            &["acl", "list"],
+            &["CLIENT", "LIST"],
+            &["client", "info"],
+            &["CLIENT", "KILL", "ID", "1"],
+            &["CLUSTER", "NODES"],
+            &["SLOWLOG", "GET"],
+            &["ROLE"],
+        ] {
+            assert!(refused(args), "{args:?}");
+        }
+        let text = refusal(&cmd(&["client", "list"]), Some("client")).unwrap();
+        assert!(
+            text.starts_with("NOPERM asynq-guard: CLIENT LIST is refused"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn own_connection_commands_pass() {
+        for args in [
+            &["CLIENT", "SETNAME", "x"][..],
+            &["CLIENT", "SETINFO", "LIB-NAME", "go-redis"],
+            &["CLIENT", "ID"],
+            &["CLUSTER", "KEYSLOT", "k"],
+            &["INFO"],
+            &["GET", "k"],
+        ] {
+            assert!(!refused(args), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn info_loses_ports_paths_and_peers_in_both_protocols() {
+        let text = "# Server\r\nredis_version:7.0.15\r\ntcp_port:6379\r\nexecutable:/usr/bin/redis-server\r\nconfig_file:/etc/redis.conf\r\nlistener0:name=tcp,bind=*,port=6379\r\n# Replication\r\nrole:master\r\nslave0:ip=10.0.0.2,port=6379,state=online\r\nmaster_host:10.0.0.1\r\nconnected_slaves:1\r\n";
+        for (marker, prefix) in [('$', ""), ('=', "txt:")] {
+            let body = format!("{prefix}{text}");
+            let raw = Bytes::from(format!("{marker}{}\r\n{body}\r\n", body.len()));
+            let out = filter_info(&raw);
+            let s = String::from_utf8(out.to_vec()).unwrap();
+            for gone in ["6379", "/usr/bin", "/etc", "10.0.0"] {
+                assert!(!s.contains(gone), "{gone} left in {s}");
+            }
+            assert!(s.contains("redis_version:7.0.15") && s.contains("connected_slaves:1"));
+            let (head, rest) = s.split_once("\r\n").unwrap();
+            assert_eq!(head[1..].parse::<usize>().unwrap(), rest.len() - 2);
+            assert!(rest.starts_with(prefix));
+        }
+        let err = Bytes::from_static(b"-ERR x\r\n");
+        assert_eq!(filter_info(&err), err);
+    }
+}

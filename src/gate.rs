@@ -1,0 +1,348 @@
+//! The decision step between parsing and forwarding, one per connection.
+//!
+//! For every command the [`Gate`] decides: forward it, forward a rewritten
+//! form, or answer it from the proxy. It owns who the connection is
+//! (authentication by AUTH, HELLO AUTH and client certificate), the
+//! transaction state (a command refused inside MULTI makes EXEC fail, as
+//! in Redis), and refusals that hold whatever the policy says (commands
+//! the pipe cannot carry, commands that would reveal the upstream). It
+//! reads [`crate::auth`] and writes audit events and auth metrics; it
+//! never touches a socket.
+//!
+//! Client AUTH is never forwarded: the upstream connection is logged in
+//! with the proxy's own credentials.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::info;
+
+use crate::auth::{CertIdentity, Identity, PasswordCheck};
+use crate::command::{self, Classified};
+use crate::conceal;
+use crate::resp::{Command, error_reply};
+use crate::session::Shared;
+use crate::upstream;
+
+/// The target of audit events.
+pub const AUDIT: &str = "asynq_guard::audit";
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NOPROTO: &str = "NOPROTO unsupported protocol version";
+
+/// What the gate decides for one command.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send the command to Redis as it is.
+    Forward,
+    /// Send this rewritten command instead; its reply goes to the client.
+    ForwardAs(Bytes),
+    /// Send `raw` to Redis instead and give the client `reply` for it.
+    Substitute { raw: Bytes, reply: Bytes },
+    /// Answer the client without Redis.
+    Reply(Bytes),
+    /// Answer the client without Redis after a delay (failed logins).
+    ReplyAfter(Duration, Bytes),
+    /// Answer the client, then close the connection.
+    ReplyAndClose(Bytes),
+}
+
+impl Decision {
+    fn refused(&self) -> bool {
+        matches!(self, Decision::Reply(_) | Decision::ReplyAfter(..))
+    }
+}
+
+/// What the gate knows of the connection it guards.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub listener: String,
+    /// Whether `HELLO 3` is accepted on this listener.
+    pub resp3: bool,
+    pub cert: CertIdentity,
+}
+
+/// One connection's decision state.
+#[derive(Debug)]
+pub struct Gate {
+    conn: Conn,
+    identity: Option<Arc<Identity>>,
+    in_multi: bool,
+    multi_refused: bool,
+}
+
+impl Gate {
+    /// A gate for a new connection: authenticated from the start only if
+    /// its client certificate proves an identity that needs no secret.
+    pub fn new(conn: Conn) -> Self {
+        let mut gate = Gate {
+            conn,
+            identity: None,
+            in_multi: false,
+            multi_refused: false,
+        };
+        gate.identity = gate.certificate_login();
+        gate
+    }
+
+    fn certificate_login(&self) -> Option<Arc<Identity>> {
+        match &self.conn.cert {
+            CertIdentity::Identity(i) if !i.needs_secret() => Some(Arc::clone(i)),
+            _ => None,
+        }
+    }
+
+    /// The identity the connection acts as, once authenticated.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// Decides what to do with `cmd`.
+    pub fn decide(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Decision {
+        let decision = self.check(cmd, c, shared);
+        if self.in_multi && decision.refused() {
+            self.multi_refused = true;
+        }
+        self.track_state(cmd, c, decision)
+    }
+
+    fn check(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Decision {
+        if let Some(reason) = command::unsupported(cmd, c) {
+            return Decision::Reply(error_reply(&format!("ERR {reason}")));
+        }
+        match c.name {
+            Some("quit") => return Decision::ReplyAndClose(Bytes::from_static(b"+OK\r\n")),
+            Some("auth" | "hello") if self.in_multi => {
+                return Decision::Reply(error_reply(
+                    "ERR asynq-guard: AUTH and HELLO are not available inside MULTI",
+                ));
+            }
+            Some("auth") => return self.auth(cmd, shared),
+            Some("hello") => return self.hello(cmd, shared),
+            Some("reset") => return Decision::Forward,
+            _ => {}
+        }
+        if self.identity.is_none() {
+            return Decision::Reply(error_reply(&self.noauth_text()));
+        }
+        if let Some(text) = conceal::refusal(cmd, c.name) {
+            return Decision::Reply(error_reply(&text));
+        }
+        if c.pubsub && self.in_multi {
+            return Decision::Reply(error_reply(
+                "ERR asynq-guard: subscribe commands are not available inside MULTI",
+            ));
+        }
+        Decision::Forward
+    }
+
+    /// The NOAUTH text, saying why when a client certificate is the cause.
+    fn noauth_text(&self) -> String {
+        match &self.conn.cert {
+            CertIdentity::NoMatch(shown) => {
+                format!("NOAUTH client certificate ({shown}) matches no identity")
+            }
+            CertIdentity::Ambiguous | CertIdentity::Unreadable => {
+                "NOAUTH client certificate does not identify one identity".into()
+            }
+            _ => NOAUTH.into(),
+        }
+    }
+
+    /// `AUTH [user] secret`, answered by the proxy.
+    fn auth(&mut self, cmd: &Command, shared: &Shared) -> Decision {
+        let (user, secret): (&[u8], &[u8]) = match cmd.args.len() {
+            2 => (b"default", &cmd.args[1]),
+            3 => (&cmd.args[1], &cmd.args[2]),
+            _ => {
+                return Decision::Reply(error_reply(
+                    "ERR wrong number of arguments for 'auth' command",
+                ));
+            }
+        };
+        match self.login(user, secret, shared) {
+            Ok(()) => Decision::Reply(Bytes::from_static(b"+OK\r\n")),
+            Err(d) => d,
+        }
+    }
+
+    /// `HELLO [ver [AUTH user secret] [SETNAME name]]`: authentication is
+    /// done here; Redis gets `HELLO ver [SETNAME name]` so that it speaks
+    /// the version the client asked for.
+    fn hello(&mut self, cmd: &Command, shared: &Shared) -> Decision {
+        if cmd.args.len() == 1 {
+            return match self.identity {
+                Some(_) => Decision::Forward,
+                None => Decision::Reply(error_reply(NOAUTH_HELLO)),
+            };
+        }
+        let version = match &cmd.args[1][..] {
+            b"2" => &b"2"[..],
+            b"3" if self.conn.resp3 => b"3",
+            v if std::str::from_utf8(v).is_ok_and(|v| v.parse::<i64>().is_ok()) => {
+                return Decision::Reply(error_reply(NOPROTO));
+            }
+            _ => {
+                return Decision::Reply(error_reply(
+                    "ERR Protocol version is not an integer or out of range",
+                ));
+            }
+        };
+        let mut login = None;
+        let mut setname = None;
+        let mut i = 2;
+        while i < cmd.args.len() {
+            let more = cmd.args.len() - i - 1;
+            if cmd.arg_is(i, "auth") && more >= 2 {
+                login = Some((&cmd.args[i + 1], &cmd.args[i + 2]));
+                i += 3;
+            } else if cmd.arg_is(i, "setname") && more >= 1 {
+                setname = Some(&cmd.args[i + 1]);
+                i += 2;
+            } else {
+                let option = String::from_utf8_lossy(&cmd.args[i]);
+                return Decision::Reply(error_reply(&format!(
+                    "ERR Syntax error in HELLO option '{option}'"
+                )));
+            }
+        }
+        match login {
+            Some((user, secret)) => {
+                if let Err(d) = self.login(user, secret, shared) {
+                    return d;
+                }
+            }
+            None if self.identity.is_none() => return Decision::Reply(error_reply(NOAUTH_HELLO)),
+            None => {}
+        }
+        let mut args: Vec<&[u8]> = vec![b"HELLO", version];
+        if let Some(name) = setname {
+            args.extend([&b"SETNAME"[..], &name[..]]);
+        }
+        Decision::ForwardAs(upstream::encode_command(&args))
+    }
+
+    /// Checks a user and secret; on success the connection becomes that
+    /// identity. On failure nothing changes and the caller gets the reply.
+    fn login(&mut self, user: &[u8], secret: &[u8], shared: &Shared) -> Result<(), Decision> {
+        let ip = self.conn.peer.ip();
+        let tried = String::from_utf8_lossy(&user[..user.len().min(128)]).into_owned();
+        if let Some(wait) = shared.throttle.blocked(ip) {
+            self.audit_failure(shared, &tried, "throttled");
+            return Err(Decision::Reply(error_reply(&format!(
+                "ERR asynq-guard: too many failed authentications from this address, retry in {}s",
+                wait.as_secs().max(1)
+            ))));
+        }
+        let outcome = match shared.identities.check_password(user, secret) {
+            PasswordCheck::Ok(identity) => self.certificate_agrees(identity),
+            PasswordCheck::NoSecret => match &self.conn.cert {
+                CertIdentity::Identity(i) if i.name.as_bytes() == user => Ok(Arc::clone(i)),
+                _ => Err(("wrong_secret", WRONGPASS.to_string())),
+            },
+            PasswordCheck::UnknownIdentity => Err(("unknown_identity", WRONGPASS.into())),
+            PasswordCheck::WrongSecret => Err(("wrong_secret", WRONGPASS.into())),
+        };
+        match outcome {
+            Ok(identity) => {
+                shared
+                    .metrics
+                    .auth_attempts
+                    .with_label_values(&[&self.conn.listener, "ok"])
+                    .inc();
+                info!(target: AUDIT, event = "auth", result = "ok", identity = %identity.name, client.addr = %self.conn.peer, listener = %self.conn.listener);
+                tracing::Span::current().record("identity", identity.name.as_str());
+                self.identity = Some(identity);
+                Ok(())
+            }
+            Err((reason, text)) => {
+                shared.throttle.record_failure(ip);
+                self.audit_failure(shared, &tried, reason);
+                Err(Decision::ReplyAfter(
+                    shared.throttle.settings.failure_delay,
+                    error_reply(&text),
+                ))
+            }
+        }
+    }
+
+    /// A secret was right: the identity is proved unless it also needs a
+    /// certificate the connection does not show, or the connection's
+    /// certificate proves someone else.
+    fn certificate_agrees(
+        &self,
+        identity: Arc<Identity>,
+    ) -> Result<Arc<Identity>, (&'static str, String)> {
+        match (&self.conn.cert, &identity.cert) {
+            (CertIdentity::Identity(c), _) if c.name == identity.name => Ok(identity),
+            (CertIdentity::Identity(c), _) => Err((
+                "certificate_mismatch",
+                format!(
+                    "WRONGPASS the client certificate is for identity '{}', not '{}'",
+                    c.name, identity.name
+                ),
+            )),
+            (CertIdentity::None, None) => Ok(identity),
+            (CertIdentity::None, Some(_)) => Err((
+                "certificate_required",
+                format!(
+                    "WRONGPASS identity '{}' also requires its client certificate (mutual-TLS listener)",
+                    identity.name
+                ),
+            )),
+            _ => Err((
+                "certificate_mismatch",
+                self.noauth_text().replacen("NOAUTH", "WRONGPASS", 1),
+            )),
+        }
+    }
+
+    fn audit_failure(&self, shared: &Shared, tried: &str, reason: &'static str) {
+        shared
+            .metrics
+            .auth_attempts
+            .with_label_values(&[&self.conn.listener, reason])
+            .inc();
+        info!(target: AUDIT, event = "auth", result = "failure", reason, identity_tried = ?tried, client.addr = %self.conn.peer, listener = %self.conn.listener);
+    }
+
+    /// Keeps the transaction and identity state in step with what Redis
+    /// will do with the forwarded command.
+    fn track_state(&mut self, cmd: &Command, c: &Classified, d: Decision) -> Decision {
+        if !matches!(d, Decision::Forward) {
+            return d;
+        }
+        let bare = cmd.args.len() == 1;
+        match c.name {
+            Some("multi") if bare && !self.in_multi => {
+                self.in_multi = true;
+                self.multi_refused = false;
+            }
+            Some("exec") if bare && self.in_multi => {
+                self.in_multi = false;
+                if self.multi_refused {
+                    return Decision::Substitute {
+                        raw: upstream::encode_command(&[b"DISCARD"]),
+                        reply: error_reply(
+                            "EXECABORT Transaction discarded because of previous errors.",
+                        ),
+                    };
+                }
+            }
+            Some("discard") if bare => self.in_multi = false,
+            Some("reset") => {
+                // RESET logs the connection out, as in Redis; a
+                // certificate-only identity is the connection itself.
+                self.in_multi = false;
+                self.identity = self.certificate_login();
+            }
+            _ => {}
+        }
+        d
+    }
+}
