@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::resp::{Command, Proto};
+use crate::resp::{Command, Proto, SubKind};
 
 /// Redis command names (lower case) that get their own metric label.
 pub const KNOWN_COMMANDS: &[&str] = &[
@@ -290,8 +290,10 @@ pub enum Expect {
     Reset,
     /// One pub/sub confirmation per channel named.
     Confirms(usize),
-    /// Unsubscribe from all: confirmations until the count reaches zero.
-    ConfirmsUntilZero,
+    /// Unsubscribe from every subscription of a kind: one confirmation
+    /// per subscription of that kind held when the command runs, or one
+    /// if there is none.
+    UnsubscribeAll(SubKind),
 }
 
 /// The protocol facts about one command.
@@ -316,9 +318,9 @@ pub fn classify(cmd: &Command) -> Classified {
         "subscribe" | "psubscribe" | "ssubscribe" => {
             (Expect::Confirms(channels.max(1)), true, true)
         }
-        "unsubscribe" | "punsubscribe" | "sunsubscribe" if channels == 0 => {
-            (Expect::ConfirmsUntilZero, true, true)
-        }
+        "unsubscribe" if channels == 0 => (Expect::UnsubscribeAll(SubKind::Channel), true, true),
+        "punsubscribe" if channels == 0 => (Expect::UnsubscribeAll(SubKind::Pattern), true, true),
+        "sunsubscribe" if channels == 0 => (Expect::UnsubscribeAll(SubKind::Shard), true, true),
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => (Expect::Confirms(channels), true, true),
         "blpop" | "brpop" | "brpoplpush" | "blmove" | "blmpop" | "bzpopmin" | "bzpopmax"
         | "bzmpop" | "wait" | "waitaof" => (Expect::One, true, false),
@@ -396,7 +398,7 @@ mod tests {
         );
         assert_eq!(
             classify(&cmd(&["UNSUBSCRIBE"])).expect,
-            Expect::ConfirmsUntilZero
+            Expect::UnsubscribeAll(SubKind::Channel)
         );
         assert!(classify(&cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])).blocking);
         assert!(!classify(&cmd(&["XREAD", "STREAMS", "s", "0"])).blocking);

@@ -196,7 +196,7 @@ impl Default for AdminFile {
     }
 }
 
-/// Input limits; the defaults are Redis's own.
+/// Input limits; bulk and buffer defaults are Redis's own.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {

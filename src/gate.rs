@@ -97,6 +97,11 @@ impl Gate {
         }
     }
 
+    /// Whether a transaction is open (commands are being queued).
+    pub fn in_multi(&self) -> bool {
+        self.in_multi
+    }
+
     /// The identity the connection acts as, once authenticated.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.identity.as_ref()

@@ -116,6 +116,23 @@ impl Metrics {
         registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(commands_vec.clone()))?;
 
+        // Counters of failures exist at zero from the start, so that a
+        // rate() sees their first increase.
+        for reason in [
+            "protocol",
+            "inline_command",
+            "max_args",
+            "max_bulk_bytes",
+            "max_buffer_bytes",
+        ] {
+            client_errors.with_label_values(&[reason]);
+        }
+        for kind in ["connect", "auth", "lost", "protocol"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for result in ["ok", "error"] {
+            tls_reloads.with_label_values(&[result]);
+        }
         let commands = crate::command::KNOWN_COMMANDS
             .iter()
             .map(|name| (*name, OnceLock::new()))

@@ -128,8 +128,8 @@ struct Scan {
 enum Scanned {
     /// A complete command frame of this many bytes.
     Frame(usize),
-    /// An empty multibulk (`*0`, `*-1`) of this many bytes: Redis skips
-    /// it without a reply, so the proxy drops it.
+    /// An empty multibulk (`*0`, `*-1`) or an empty line, of this many
+    /// bytes: Redis skips it without a reply, so the proxy drops it.
     Empty(usize),
     /// More bytes are needed; at least this many in total.
     Need(usize),
@@ -214,6 +214,17 @@ impl RequestReader {
             let Some(&first) = buf.first() else {
                 return Ok(Scanned::Need(1));
             };
+            // An empty line is an empty inline command, which Redis skips
+            // without a reply; so does the proxy (keep-alive probes).
+            if buf.starts_with(b"\n") {
+                return Ok(Scanned::Empty(1));
+            }
+            if buf.starts_with(b"\r\n") {
+                return Ok(Scanned::Empty(2));
+            }
+            if buf == b"\r" {
+                return Ok(Scanned::Need(2));
+            }
             if first != b'*' {
                 return Err(RequestError::Inline);
             }
@@ -364,8 +375,17 @@ pub struct ReplyShape {
 pub enum PubSubWord {
     /// `message`, `pmessage`, `smessage`: a delivery.
     Message,
-    /// `subscribe`, `unsubscribe` and the p/s variants: a confirmation.
-    Confirm,
+    /// `subscribe`, `unsubscribe` and the p/s variants: a confirmation of
+    /// a subscription of `kind` being added (`subscribe`) or removed.
+    Confirm { kind: SubKind, subscribe: bool },
+}
+
+/// The three kinds of subscription Redis keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
 }
 
 /// One reply from upstream: its bytes and its shape.
@@ -422,9 +442,18 @@ impl ReplyReader {
 fn pubsub_word(word: &[u8]) -> Option<PubSubWord> {
     match word {
         b"message" | b"pmessage" | b"smessage" => Some(PubSubWord::Message),
-        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe"
-        | b"sunsubscribe" => Some(PubSubWord::Confirm),
-        _ => None,
+        _ => {
+            let (kind, subscribe) = match word {
+                b"subscribe" => (SubKind::Channel, true),
+                b"unsubscribe" => (SubKind::Channel, false),
+                b"psubscribe" => (SubKind::Pattern, true),
+                b"punsubscribe" => (SubKind::Pattern, false),
+                b"ssubscribe" => (SubKind::Shard, true),
+                b"sunsubscribe" => (SubKind::Shard, false),
+                _ => return None,
+            };
+            Some(PubSubWord::Confirm { kind, subscribe })
+        }
     }
 }
 

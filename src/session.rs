@@ -34,7 +34,9 @@ use crate::conceal;
 use crate::config::UpstreamSettings;
 use crate::gate::{Conn, Decision, Gate};
 use crate::metrics::Metrics;
-use crate::resp::{Limits, Proto, PubSubWord, Reply, ReplyReader, RequestReader, error_reply};
+use crate::resp::{
+    Limits, Proto, PubSubWord, Reply, ReplyReader, RequestReader, SubKind, error_reply,
+};
 use crate::upstream::{self, UpstreamRead, UpstreamWrite};
 
 /// Batches of slots in flight between the halves before the request half
@@ -242,8 +244,15 @@ where
                 authenticated = !authenticated;
                 reader.set_limits(shared.limits_for(authenticated));
             }
+            // Inside MULTI, Redis answers every command with one QUEUED
+            // (RESET alone runs at once and ends the transaction).
+            let expect = if gate.in_multi() {
+                Expect::One
+            } else {
+                c.expect
+            };
             let upstream_slot = || Slot::Upstream {
-                expect: c.expect,
+                expect,
                 sent: (!c.blocking).then(Instant::now),
                 conceal: conceal::filters_reply(c.name),
             };
@@ -347,11 +356,53 @@ enum OnReply {
     HiddenFailed,
 }
 
+/// How many subscriptions of each kind the connection holds, as Redis's
+/// confirmations tell. Redis counts channels and patterns together in
+/// one number and shard channels apart; the change of the shared number
+/// on each confirmation says which of the two moved.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    channels: i64,
+    patterns: i64,
+    shards: i64,
+}
+
+impl Subscriptions {
+    fn any(&self) -> bool {
+        self.channels + self.patterns + self.shards > 0
+    }
+
+    fn of(&self, kind: SubKind) -> i64 {
+        match kind {
+            SubKind::Channel => self.channels,
+            SubKind::Pattern => self.patterns,
+            SubKind::Shard => self.shards,
+        }
+    }
+
+    /// Applies one confirmation carrying Redis's `count`.
+    fn confirmed(&mut self, kind: SubKind, count: Option<i64>) {
+        let Some(count) = count else { return };
+        match kind {
+            SubKind::Shard => self.shards = count.max(0),
+            SubKind::Channel | SubKind::Pattern => {
+                let moved = count - (self.channels + self.patterns);
+                let field = if kind == SubKind::Channel {
+                    &mut self.channels
+                } else {
+                    &mut self.patterns
+                };
+                *field = (*field + moved).max(0);
+            }
+        }
+    }
+}
+
 /// The state the reply half keeps about the connection.
 struct ReplyState {
     queue: VecDeque<Slot>,
     proto: Proto,
-    subscriptions: i64,
+    subs: Subscriptions,
     out: BytesMut,
 }
 
@@ -387,7 +438,7 @@ impl ReplyState {
         matches!(
             self.queue.front(),
             Some(Slot::Upstream {
-                expect: Expect::Confirms(_) | Expect::ConfirmsUntilZero,
+                expect: Expect::Confirms(_) | Expect::UnsubscribeAll(_),
                 ..
             })
         )
@@ -396,14 +447,14 @@ impl ReplyState {
     /// Whether a reply answers no command (a pub/sub delivery, a RESP3
     /// push, a confirmation nobody asked for).
     fn out_of_band(&self, r: &Reply) -> bool {
-        let confirm = r.shape.pubsub == Some(PubSubWord::Confirm);
+        let confirm = matches!(r.shape.pubsub, Some(PubSubWord::Confirm { .. }));
         if r.shape.push {
             return !(confirm && self.expecting_confirm());
         }
-        if self.proto == Proto::Resp2 && self.subscriptions > 0 {
+        if self.proto == Proto::Resp2 && self.subs.any() {
             return match r.shape.pubsub {
                 Some(PubSubWord::Message) => true,
-                Some(PubSubWord::Confirm) => !self.expecting_confirm(),
+                Some(PubSubWord::Confirm { .. }) => !self.expecting_confirm(),
                 None => false,
             };
         }
@@ -413,6 +464,11 @@ impl ReplyState {
     /// Writes one reply to the output and retires its slot.
     fn on_reply(&mut self, r: Reply, metrics: &Metrics) -> Result<(), OnReply> {
         if self.out_of_band(&r) {
+            // A confirmation nobody asked for (Redis dropping a shard
+            // subscription, say) still changes what the connection holds.
+            if let Some(PubSubWord::Confirm { kind, .. }) = r.shape.pubsub {
+                self.subs.confirmed(kind, r.shape.count);
+            }
             self.out.extend_from_slice(&r.raw);
             return Ok(());
         }
@@ -443,10 +499,23 @@ impl ReplyState {
                         .observe(sent.elapsed().as_secs_f64());
                 }
                 let error = r.shape.error;
-                let confirm = r.shape.pubsub == Some(PubSubWord::Confirm);
-                if confirm {
-                    self.subscriptions = r.shape.count.unwrap_or(0);
+                // Only a reply to a subscribe command is a confirmation;
+                // any other reply may merely look like one.
+                let confirm = match (r.shape.pubsub, &*expect) {
+                    (
+                        Some(PubSubWord::Confirm { kind, .. }),
+                        Expect::Confirms(_) | Expect::UnsubscribeAll(_),
+                    ) => Some(kind),
+                    _ => None,
+                };
+                if let Expect::UnsubscribeAll(kind) = *expect {
+                    // Known only now that every earlier confirmation is in.
+                    *expect = Expect::Confirms(self.subs.of(kind).max(1) as usize);
                 }
+                if let Some(kind) = confirm {
+                    self.subs.confirmed(kind, r.shape.count);
+                }
+                let confirm = confirm.is_some();
                 match expect {
                     Expect::One => true,
                     Expect::Hello(v) => {
@@ -458,7 +527,7 @@ impl ReplyState {
                     Expect::Reset => {
                         if !error {
                             self.proto = Proto::Resp2;
-                            self.subscriptions = 0;
+                            self.subs = Subscriptions::default();
                         }
                         true
                     }
@@ -466,7 +535,7 @@ impl ReplyState {
                         *left = left.saturating_sub(1);
                         error || !confirm || *left == 0
                     }
-                    Expect::ConfirmsUntilZero => error || !confirm || self.subscriptions <= 0,
+                    Expect::UnsubscribeAll(_) => unreachable!("turned into Confirms above"),
                 }
             }
         };
@@ -510,7 +579,7 @@ where
     let mut st = ReplyState {
         queue: VecDeque::new(),
         proto: Proto::Resp2,
-        subscriptions: 0,
+        subs: Subscriptions::default(),
         out: BytesMut::with_capacity(16 * 1024),
     };
     let mut requests_done = false;

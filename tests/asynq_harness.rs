@@ -144,12 +144,28 @@ async fn direct_and_proxied_runs_agree(version: &str) {
         count("asynq_guard_commands_total{command=\"publish\"}") >= 1.0,
         "{metrics}"
     );
-    assert!(
-        !metrics.contains("asynq_guard_upstream_errors_total{"),
+    let total = |family: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        total("asynq_guard_upstream_errors_total{"),
+        0.0,
         "{metrics}"
     );
+    assert_eq!(total("asynq_guard_client_errors_total{"), 0.0, "{metrics}");
+    // Every connection of the harness authenticated; none failed.
     assert!(
-        !metrics.contains("asynq_guard_client_errors_total{"),
+        count("asynq_guard_auth_attempts_total{listener=\"test\",result=\"ok\"}") >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        total("asynq_guard_auth_attempts_total{")
+            - count("asynq_guard_auth_attempts_total{listener=\"test\",result=\"ok\"}"),
+        0.0,
         "{metrics}"
     );
 }

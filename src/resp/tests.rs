@@ -51,6 +51,13 @@ fn empty_multibulk_is_skipped_like_redis() {
 }
 
 #[test]
+fn empty_lines_are_skipped_like_redis() {
+    let cmds = feed(b"\r\n\n\r\n*1\r\n$4\r\nPING\r\n\r\n", 1).unwrap();
+    assert_eq!(cmds, vec![vec![b"PING".to_vec()]]);
+    assert_eq!(feed(b" \r\n", 64), Err(RequestError::Inline));
+}
+
+#[test]
 fn inline_command_is_refused() {
     assert_eq!(feed(b"PING\r\n", 64), Err(RequestError::Inline));
     assert_eq!(feed(b"\"FLUSHALL\"\r\n", 64), Err(RequestError::Inline));
@@ -134,7 +141,13 @@ fn resp2_replies_are_split_and_shaped() {
     );
     assert_eq!(shapes.len(), 6);
     assert!(shapes[3].error);
-    assert_eq!(shapes[4].pubsub, Some(PubSubWord::Confirm));
+    assert_eq!(
+        shapes[4].pubsub,
+        Some(PubSubWord::Confirm {
+            kind: SubKind::Channel,
+            subscribe: true
+        })
+    );
     assert_eq!(shapes[4].count, Some(1));
     assert_eq!(shapes[5].pubsub, Some(PubSubWord::Message));
 }
@@ -147,8 +160,34 @@ fn resp3_pushes_and_maps_are_shaped() {
     );
     assert_eq!(shapes.len(), 4);
     assert!(shapes[2].push);
-    assert_eq!(shapes[2].pubsub, Some(PubSubWord::Confirm));
+    assert!(matches!(shapes[2].pubsub, Some(PubSubWord::Confirm { .. })));
     assert!(shapes[3].error);
+}
+
+#[test]
+fn confirmation_words_name_their_kind() {
+    let cases: [(&[u8], Option<PubSubWord>); 5] = [
+        (
+            b"punsubscribe",
+            Some(PubSubWord::Confirm {
+                kind: SubKind::Pattern,
+                subscribe: false,
+            }),
+        ),
+        (
+            b"ssubscribe",
+            Some(PubSubWord::Confirm {
+                kind: SubKind::Shard,
+                subscribe: true,
+            }),
+        ),
+        (b"smessage", Some(PubSubWord::Message)),
+        (b"unmessage", None),
+        (b"subscribed", None),
+    ];
+    for (word, expected) in cases {
+        assert_eq!(pubsub_word(word), expected, "{word:?}");
+    }
 }
 
 #[test]
