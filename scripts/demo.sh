@@ -58,6 +58,10 @@ fi
 
 proxy_port=$(free_port)
 admin_port=$(free_port)
+# The demo identity's secret is made up for this run; the configuration
+# holds only its hash.
+SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+HASH=$(printf '%s' "$SECRET" | "$ROOT/target/release/asynq-guard" hash-secret)
 cat > "$WORK/asynq-guard.toml" <<TOML
 [[listener]]
 name = "demo"
@@ -68,6 +72,10 @@ address = "$REDIS_ADDR"
 
 [admin]
 address = "127.0.0.1:$admin_port"
+
+[[identity]]
+name = "demo"
+secret_sha256 = ["$HASH"]
 TOML
 "$ROOT/target/release/asynq-guard" check "$WORK/asynq-guard.toml" >/dev/null
 "$ROOT/target/release/asynq-guard" serve --config "$WORK/asynq-guard.toml" 2>"$WORK/proxy.log" &
@@ -76,7 +84,8 @@ wait_port "$proxy_port"
 echo "==> asynq-guard listening on 127.0.0.1:$proxy_port, forwarding to $REDIS_ADDR"
 
 echo "==> running asynq producer, worker, scheduler and inspector through the proxy ($TASKS tasks)"
-if ! "$WORK/harness" -redis "127.0.0.1:$proxy_port" -tasks "$TASKS" -out "$WORK/summary.json"; then
+if ! "$WORK/harness" -redis "127.0.0.1:$proxy_port" -username demo -password "$SECRET" \
+    -tasks "$TASKS" -out "$WORK/summary.json"; then
     echo "error: the asynq run through the proxy failed; proxy log:" >&2
     tail -n 20 "$WORK/proxy.log" >&2
     [ -f "$WORK/summary.json" ] && cat "$WORK/summary.json" >&2
@@ -85,9 +94,24 @@ fi
 
 echo
 echo "==> what was processed (asynq $ASYNQ_VERSION, through asynq-guard)"
-cat "$WORK/summary.json"
+python3 - "$WORK/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+inv = s.get("handler_invocations", {})
+print(f"  tasks enqueued          {s['enqueued_total']} across {s['inspector_queues']} queues "
+      f"(duplicates refused: {s['duplicates_rejected']}/{s['duplicates_tried']})")
+print(f"  task ids handled        {s['handled_ids']}, handler runs {sum(inv.values())}")
+print(f"  retried then succeeded  {inv.get('retry_once', 0) // 2} tasks (2 runs each)")
+print(f"  archived after retries  {sum(s['archived'].values())}")
+print(f"  results read back       {s['results_verified']}")
+print(f"  grouped into batches    {s['aggregated_tasks_in']} tasks in {sum(s['aggregated_batches'].values())} aggregated tasks")
+print(f"  scheduler ran           {s['scheduler_ran']}, cancel via pub/sub {s['cancelled']}")
+print(f"  all checks passed       {s['ok']}")
+PY
+echo "  (DEMO_VERBOSE=1 prints the harness's full JSON summary)"
+[ -n "${DEMO_VERBOSE:-}" ] && cat "$WORK/summary.json"
 echo
 echo "==> /metrics excerpt (http://127.0.0.1:$admin_port/metrics)"
 curl -fsS "http://127.0.0.1:$admin_port/metrics" \
-    | grep -E '^asynq_guard_(client_connections_total|commands_total|upstream_errors_total|upstream_latency_seconds_(count|sum))' \
+    | grep -E '^asynq_guard_(client_connections_total|commands_total|auth_attempts_total|upstream_latency_seconds_(count|sum))' \
     | sort -t' ' -k2 -rn | head -n 15
