@@ -1,0 +1,383 @@
+//! The reply half of a session: Redis's replies to the client, in
+//! command order.
+//!
+//! It owns the queue of [`Slot`]s the request half fills, the connection's
+//! protocol version and its subscriptions, all learnt from replies: a
+//! HELLO reply switches the version, pub/sub confirmations change the
+//! subscriptions, deliveries that answer no command pass straight
+//! through. It writes to the client socket and reads the upstream socket;
+//! it never writes upstream.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Shared, Slot, UPSTREAM_LOST};
+use crate::command::Expect;
+use crate::conceal;
+use crate::metrics::Metrics;
+use crate::resp::{Proto, PubSubWord, Reply, ReplyReader, SubKind, error_reply};
+use crate::upstream::UpstreamRead;
+
+/// Why the reply half stopped (fields are read through `Debug` in logs).
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(super) enum ReplyEnd {
+    /// Every command was answered and the client sends no more.
+    Done,
+    /// A reply that closes the connection was written.
+    Closed,
+    ClientWrite(std::io::Error),
+    UpstreamLost,
+    UpstreamProtocol(String),
+}
+
+/// Why a reply could not be relayed.
+enum OnReply {
+    /// No command was waiting for it.
+    Unexpected,
+    /// The proxy's own login after RESET failed.
+    HiddenFailed,
+}
+
+/// How many subscriptions of each kind the connection holds, as Redis's
+/// confirmations tell. Redis counts channels and patterns together in
+/// one number and shard channels apart; the change of the shared number
+/// on each confirmation says which of the two moved.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    channels: i64,
+    patterns: i64,
+    shards: i64,
+}
+
+impl Subscriptions {
+    fn any(&self) -> bool {
+        self.channels + self.patterns + self.shards > 0
+    }
+
+    fn of(&self, kind: SubKind) -> i64 {
+        match kind {
+            SubKind::Channel => self.channels,
+            SubKind::Pattern => self.patterns,
+            SubKind::Shard => self.shards,
+        }
+    }
+
+    /// Applies one confirmation carrying Redis's `count`.
+    fn confirmed(&mut self, kind: SubKind, count: Option<i64>) {
+        let Some(count) = count else { return };
+        match kind {
+            SubKind::Shard => self.shards = count.max(0),
+            SubKind::Channel | SubKind::Pattern => {
+                let moved = count - (self.channels + self.patterns);
+                let field = if kind == SubKind::Channel {
+                    &mut self.channels
+                } else {
+                    &mut self.patterns
+                };
+                *field = (*field + moved).max(0);
+            }
+        }
+    }
+}
+
+/// The state the reply half keeps about the connection.
+struct ReplyState {
+    queue: VecDeque<Slot>,
+    proto: Proto,
+    subs: Subscriptions,
+    out: BytesMut,
+}
+
+impl ReplyState {
+    /// Moves the proxy's own replies at the head of the queue to the
+    /// output; true if one of them closes the connection.
+    fn flush_locals(&mut self) -> bool {
+        while let Some(Slot::Local { .. }) = self.queue.front() {
+            let Some(Slot::Local { reply, close }) = self.queue.pop_front() else {
+                unreachable!("front was a local slot")
+            };
+            self.out.extend_from_slice(&reply);
+            if close {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The protocol version the next reply is written in: a HELLO reply
+    /// already speaks the version it asked for.
+    fn next_proto(&self) -> Proto {
+        match self.queue.front() {
+            Some(Slot::Upstream {
+                expect: Expect::Hello(Some(p)),
+                ..
+            }) => *p,
+            _ => self.proto,
+        }
+    }
+
+    fn expecting_confirm(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Slot::Upstream {
+                expect: Expect::Confirms(_) | Expect::UnsubscribeAll(_),
+                ..
+            })
+        )
+    }
+
+    /// Whether a reply answers no command (a pub/sub delivery, a RESP3
+    /// push, a confirmation nobody asked for).
+    fn out_of_band(&self, r: &Reply) -> bool {
+        let confirm = matches!(r.shape.pubsub, Some(PubSubWord::Confirm { .. }));
+        if r.shape.push {
+            return !(confirm && self.expecting_confirm());
+        }
+        if self.proto == Proto::Resp2 && self.subs.any() {
+            return match r.shape.pubsub {
+                Some(PubSubWord::Message) => true,
+                Some(PubSubWord::Confirm { .. }) => !self.expecting_confirm(),
+                None => false,
+            };
+        }
+        false
+    }
+
+    /// Writes one reply to the output and retires its slot.
+    fn on_reply(&mut self, r: Reply, metrics: &Metrics) -> Result<(), OnReply> {
+        if self.out_of_band(&r) {
+            // A confirmation nobody asked for (Redis dropping a shard
+            // subscription, say) still changes what the connection holds.
+            if let Some(PubSubWord::Confirm { kind, .. }) = r.shape.pubsub {
+                self.subs.confirmed(kind, r.shape.count);
+            }
+            self.out.extend_from_slice(&r.raw);
+            return Ok(());
+        }
+        let Some(slot) = self.queue.front_mut() else {
+            return Err(OnReply::Unexpected);
+        };
+        let done = match slot {
+            Slot::Local { .. } => return Err(OnReply::Unexpected),
+            Slot::Replace { reply } => {
+                self.out.extend_from_slice(reply);
+                true
+            }
+            Slot::Hidden if r.shape.error => return Err(OnReply::HiddenFailed),
+            Slot::Hidden => true,
+            Slot::Upstream {
+                expect,
+                sent,
+                conceal,
+            } => {
+                if *conceal {
+                    self.out.extend_from_slice(&conceal::filter_info(&r.raw));
+                } else {
+                    self.out.extend_from_slice(&r.raw);
+                }
+                if let Some(sent) = sent.take() {
+                    metrics
+                        .upstream_latency
+                        .observe(sent.elapsed().as_secs_f64());
+                }
+                let error = r.shape.error;
+                // Only a reply to a subscribe command is a confirmation;
+                // any other reply may merely look like one.
+                let confirm = match (r.shape.pubsub, &*expect) {
+                    (
+                        Some(PubSubWord::Confirm { kind, .. }),
+                        Expect::Confirms(_) | Expect::UnsubscribeAll(_),
+                    ) => Some(kind),
+                    _ => None,
+                };
+                if let Expect::UnsubscribeAll(kind) = *expect {
+                    // Known only now that every earlier confirmation is in.
+                    *expect = Expect::Confirms(self.subs.of(kind).max(1) as usize);
+                }
+                if let Some(kind) = confirm {
+                    self.subs.confirmed(kind, r.shape.count);
+                }
+                let confirm = confirm.is_some();
+                match expect {
+                    Expect::One => true,
+                    Expect::Hello(v) => {
+                        if let (false, Some(v)) = (error, *v) {
+                            self.proto = v;
+                        }
+                        true
+                    }
+                    Expect::Reset => {
+                        if !error {
+                            self.proto = Proto::Resp2;
+                            self.subs = Subscriptions::default();
+                        }
+                        true
+                    }
+                    Expect::Confirms(left) => {
+                        *left = left.saturating_sub(1);
+                        error || !confirm || *left == 0
+                    }
+                    Expect::UnsubscribeAll(_) => unreachable!("turned into Confirms above"),
+                }
+            }
+        };
+        if done {
+            self.queue.pop_front();
+        }
+        Ok(())
+    }
+
+    /// After the upstream is gone: every command still waiting gets an
+    /// error, the proxy's own replies keep their places.
+    fn fail_pending(&mut self) {
+        while let Some(slot) = self.queue.pop_front() {
+            match slot {
+                Slot::Local { reply, close } => {
+                    self.out.extend_from_slice(&reply);
+                    if close {
+                        return;
+                    }
+                }
+                Slot::Upstream { .. } | Slot::Replace { .. } => {
+                    self.out.extend_from_slice(&error_reply(UPSTREAM_LOST));
+                }
+                Slot::Hidden => {}
+            }
+        }
+    }
+}
+
+/// The reply half: Redis → client, in command order.
+pub(super) async fn relay_replies<W>(
+    mut upstream: UpstreamRead,
+    mut client: W,
+    mut slots: mpsc::Receiver<Vec<Slot>>,
+    shared: &Shared,
+) -> ReplyEnd
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = ReplyReader::default();
+    let mut st = ReplyState {
+        queue: VecDeque::new(),
+        proto: Proto::Resp2,
+        subs: Subscriptions::default(),
+        out: BytesMut::with_capacity(16 * 1024),
+    };
+    let mut requests_done = false;
+    let mut close = false;
+    loop {
+        if let Err(e) = write_client(&mut client, &mut st.out).await {
+            return ReplyEnd::ClientWrite(e);
+        }
+        if close {
+            let _ = client.shutdown().await;
+            return ReplyEnd::Closed;
+        }
+        if requests_done && st.queue.is_empty() {
+            return ReplyEnd::Done;
+        }
+        tokio::select! {
+            batch = slots.recv(), if !requests_done => match batch {
+                Some(batch) => {
+                    st.queue.extend(batch);
+                    close = st.flush_locals();
+                }
+                None => requests_done = true,
+            },
+            read = upstream.read_buf(reader.buffer()) => {
+                // Slots are queued before their commands are written, so
+                // any slot a reply needs is in the channel by now.
+                while let Ok(batch) = slots.try_recv() {
+                    st.queue.extend(batch);
+                }
+                let relayed = match read {
+                    Ok(0) | Err(_) => Err(ReplyEnd::UpstreamLost),
+                    Ok(_) => relay_buffered(&mut reader, &mut st, &shared.metrics),
+                };
+                match relayed {
+                    Ok(c) => close = c,
+                    Err(end) => return fail_session(end, &mut st, &mut client, shared).await,
+                }
+            }
+        }
+    }
+}
+
+/// Moves every complete reply in the buffer, and the proxy's own replies
+/// queued behind them, to the output. Returns true when a reply that
+/// closes the connection is due.
+fn relay_buffered(
+    reader: &mut ReplyReader,
+    st: &mut ReplyState,
+    metrics: &Metrics,
+) -> Result<bool, ReplyEnd> {
+    loop {
+        if st.flush_locals() {
+            return Ok(true);
+        }
+        let reply = match reader.next_reply(st.next_proto()) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(ReplyEnd::UpstreamProtocol(e.to_string())),
+        };
+        match st.on_reply(reply, metrics) {
+            Ok(()) => {}
+            Err(OnReply::Unexpected) => {
+                return Err(ReplyEnd::UpstreamProtocol(
+                    "reply without a pending command".into(),
+                ));
+            }
+            Err(OnReply::HiddenFailed) => {
+                return Err(ReplyEnd::UpstreamProtocol(
+                    "upstream refused the proxy's credentials after RESET".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Ends a session whose upstream failed: pending commands get errors.
+async fn fail_session<W>(
+    end: ReplyEnd,
+    st: &mut ReplyState,
+    client: &mut W,
+    shared: &Shared,
+) -> ReplyEnd
+where
+    W: AsyncWrite + Unpin,
+{
+    let kind = match &end {
+        ReplyEnd::UpstreamProtocol(_) => "protocol",
+        _ => "lost",
+    };
+    shared
+        .metrics
+        .upstream_errors
+        .with_label_values(&[kind])
+        .inc();
+    let pending = st.queue.len();
+    st.fail_pending();
+    if pending > 0 || kind == "protocol" {
+        warn!(?end, pending, "upstream connection failed");
+    }
+    let _ = write_client(client, &mut st.out).await;
+    let _ = client.shutdown().await;
+    end
+}
+
+async fn write_client<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    if !out.is_empty() {
+        client.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
