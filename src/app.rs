@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::auth::Throttle;
 use crate::config::Settings;
@@ -28,6 +28,8 @@ pub enum StartError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Runs the proxy until a termination signal arrives.
@@ -42,6 +44,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
     let metrics = Arc::new(Metrics::new(&registry)?);
+    // Taken over before any port is bound: from then on SIGHUP means
+    // reload, never the default of ending the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(StartError::Signal)?;
 
     let mut bound = Vec::new();
     for l in &settings.listeners {
@@ -90,9 +96,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         .iter()
         .filter_map(|l| l.tls.clone().map(|t| (l.name.clone(), t)))
         .collect();
-    if !tls.is_empty() {
-        tokio::spawn(reload_certificates_on_sighup(tls, metrics));
-    }
+    tokio::spawn(reload_certificates_on_sighup(hup, tls, metrics));
     if let Some(socket) = admin_socket {
         info!(address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin server listening");
         tokio::spawn(async move {
@@ -111,18 +115,15 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
 /// Re-reads every TLS listener's certificate, key and client CA on each
 /// SIGHUP; a listener whose files fail to load keeps its current ones.
 async fn reload_certificates_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
     listeners: Vec<(String, Arc<ListenerTls>)>,
     metrics: Arc<Metrics>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, "cannot watch SIGHUP; certificates will not be reloaded");
-            return;
-        }
-    };
     while hup.recv().await.is_some() {
+        info!(
+            tls_listeners = listeners.len(),
+            "SIGHUP: reloading certificates"
+        );
         for (name, tls) in &listeners {
             match tls.reload() {
                 Ok(()) => {

@@ -109,7 +109,7 @@ pub struct ListenerFile {
     /// `host:port` to accept clients on.
     pub address: String,
     /// Whether clients may switch to RESP3 with `HELLO 3`. Default true;
-    /// when false, `HELLO 3` gets `-NOPROTO` and clients fall back to
+    /// when false, `HELLO 3` gets an "unknown command" error and clients fall back to
     /// RESP2 with AUTH.
     #[serde(default = "default_true")]
     pub resp3: bool,

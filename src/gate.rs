@@ -33,6 +33,8 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const NOPROTO: &str = "NOPROTO unsupported protocol version";
+const RESP2_ONLY: &str =
+    "ERR unknown command 'HELLO 3': this asynq-guard listener speaks RESP2 only, log in with AUTH";
 
 /// What the gate decides for one command.
 #[derive(Debug)]
@@ -117,9 +119,6 @@ impl Gate {
     }
 
     fn check(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Decision {
-        if let Some(reason) = command::unsupported(cmd, c) {
-            return Decision::Reply(error_reply(&format!("ERR {reason}")));
-        }
         match c.name {
             Some("quit") => return Decision::ReplyAndClose(Bytes::from_static(b"+OK\r\n")),
             Some("auth" | "hello") if self.in_multi => {
@@ -135,8 +134,17 @@ impl Gate {
         if self.identity.is_none() {
             return Decision::Reply(error_reply(&self.noauth_text()));
         }
+        if let Some(reason) = command::unsupported(cmd, c) {
+            return Decision::Reply(error_reply(&format!("ERR {reason}")));
+        }
         if let Some(text) = conceal::refusal(cmd, c.name) {
             return Decision::Reply(error_reply(&text));
+        }
+        if self.in_multi && conceal::filters_reply(c.name) {
+            // Its reply would come back inside EXEC's, unfiltered.
+            return Decision::Reply(error_reply(
+                "NOPERM asynq-guard: INFO is refused inside MULTI, its reply could not be filtered",
+            ));
         }
         if c.pubsub && self.in_multi {
             return Decision::Reply(error_reply(
@@ -159,16 +167,27 @@ impl Gate {
         }
     }
 
+    /// The NOAUTH text for HELLO without AUTH.
+    fn noauth_hello_text(&self) -> String {
+        match &self.conn.cert {
+            CertIdentity::NoMatch(_) | CertIdentity::Ambiguous | CertIdentity::Unreadable => {
+                self.noauth_text()
+            }
+            _ => NOAUTH_HELLO.into(),
+        }
+    }
+
     /// `AUTH [user] secret`, answered by the proxy.
     fn auth(&mut self, cmd: &Command, shared: &Shared) -> Decision {
         let (user, secret): (&[u8], &[u8]) = match cmd.args.len() {
             2 => (b"default", &cmd.args[1]),
             3 => (&cmd.args[1], &cmd.args[2]),
-            _ => {
+            1 => {
                 return Decision::Reply(error_reply(
                     "ERR wrong number of arguments for 'auth' command",
                 ));
             }
+            _ => return Decision::Reply(error_reply("ERR syntax error")),
         };
         match self.login(user, secret, shared) {
             Ok(()) => Decision::Reply(Bytes::from_static(b"+OK\r\n")),
@@ -183,12 +202,15 @@ impl Gate {
         if cmd.args.len() == 1 {
             return match self.identity {
                 Some(_) => Decision::Forward,
-                None => Decision::Reply(error_reply(NOAUTH_HELLO)),
+                None => Decision::Reply(error_reply(&self.noauth_hello_text())),
             };
         }
         let version = match &cmd.args[1][..] {
             b"2" => &b"2"[..],
             b"3" if self.conn.resp3 => b"3",
+            // go-redis before 9.5 falls back to RESP2 and AUTH only on an
+            // "unknown command" error; any other error would be fatal.
+            b"3" => return Decision::Reply(error_reply(RESP2_ONLY)),
             v if std::str::from_utf8(v).is_ok_and(|v| v.parse::<i64>().is_ok()) => {
                 return Decision::Reply(error_reply(NOPROTO));
             }
@@ -222,7 +244,9 @@ impl Gate {
                     return d;
                 }
             }
-            None if self.identity.is_none() => return Decision::Reply(error_reply(NOAUTH_HELLO)),
+            None if self.identity.is_none() => {
+                return Decision::Reply(error_reply(&self.noauth_hello_text()));
+            }
             None => {}
         }
         let mut args: Vec<&[u8]> = vec![b"HELLO", version];
@@ -261,7 +285,11 @@ impl Gate {
                     .with_label_values(&[&self.conn.listener, "ok"])
                     .inc();
                 info!(target: AUDIT, event = "auth", result = "ok", identity = %identity.name, client.addr = %self.conn.peer, listener = %self.conn.listener);
-                tracing::Span::current().record("identity", identity.name.as_str());
+                if self.identity.is_none() {
+                    // Later identity switches are in the audit events;
+                    // recording again would repeat the field in the span.
+                    tracing::Span::current().record("identity", identity.name.as_str());
+                }
                 self.identity = Some(identity);
                 Ok(())
             }

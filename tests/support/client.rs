@@ -7,7 +7,7 @@ use redis_protocol::resp2::decode as resp2_decode;
 use redis_protocol::resp2::types::OwnedFrame as Resp2Frame;
 use redis_protocol::resp3::decode::complete as resp3_decode;
 use redis_protocol::resp3::types::OwnedFrame as Resp3Frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{HANG, within};
@@ -143,12 +143,19 @@ pub fn command(args: &[&str]) -> Vec<u8> {
     encode(&args)
 }
 
+/// A byte stream a [`Client`] can speak over: plain TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A raw RESP client: it writes exactly the bytes it is given and reads
 /// one reply frame at a time.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     proto: Proto,
+    /// This end's address, as the server sees it (plain TCP only).
+    local: Option<std::net::SocketAddr>,
 }
 
 impl Client {
@@ -160,11 +167,28 @@ impl Client {
         .await
         .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
         stream.set_nodelay(true).expect("TCP_NODELAY");
+        let local = stream.local_addr().ok();
+        let mut client = Client::over(stream);
+        client.local = local;
+        client
+    }
+
+    /// A client speaking over an already connected stream (a TLS session,
+    /// say).
+    pub fn over(stream: impl Stream + 'static) -> Client {
         Client {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(64 * 1024),
             proto: Proto::Resp2,
+            local: None,
         }
+    }
+
+    /// This end's `ip:port`, as the server sees it (plain TCP clients).
+    pub fn local_addr(&self) -> String {
+        self.local
+            .expect("the local address of a plain TCP client")
+            .to_string()
     }
 
     /// Connects and authenticates with `AUTH user secret`, which must

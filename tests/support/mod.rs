@@ -14,6 +14,7 @@
 //! | `redis-server`: start, freeze, kill, restart; `INFO` fields | [`redis`] |
 //! | `asynq-guard serve`, `/metrics`, `/healthz` | [`proxy`] |
 //! | RESP client and decoded replies | [`client`] |
+//! | generated certificates, TLS client | [`tls`] |
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -21,10 +22,14 @@
 mod client;
 mod proxy;
 mod redis;
+mod tls;
 
 pub use client::*;
 pub use proxy::*;
 pub use redis::*;
+// Only the tests of TLS listeners use these.
+#[allow(unused_imports)]
+pub use tls::*;
 
 use std::fs;
 use std::net::TcpListener as StdListener;

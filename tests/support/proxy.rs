@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{
-    BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_port, kill_child, within,
+    BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_port, kill_child, signal, within,
 };
 
 /// The identity every generated configuration has, unless the test
@@ -22,8 +22,74 @@ pub const TEST_SECRET: &str = "test-secret-7d1f";
 pub struct Proxy {
     port: u16,
     admin_port: u16,
+    /// Ports of the listeners added with [`ProxyBuilder::listener`].
+    listeners: Vec<(String, u16)>,
     dir: TempDir,
     child: Option<Child>,
+}
+
+/// What a test adds to the generated configuration; see [`Proxy::builder`].
+pub struct ProxyBuilder {
+    upstream: String,
+    upstream_keys: String,
+    listeners: Vec<(String, String)>,
+    extra: String,
+    log_filter: Option<String>,
+}
+
+impl ProxyBuilder {
+    /// Keys appended to the `[upstream]` table (`username = …`, a
+    /// following `[upstream.tls]` table).
+    pub fn upstream_keys(mut self, keys: &str) -> Self {
+        self.upstream_keys = keys.to_string();
+        self
+    }
+
+    /// One more `[[listener]]` named `name` on a free port of its own
+    /// (see [`Proxy::listener_address`]); `keys` are written after its
+    /// name and address (`resp3 = false`, a `[listener.tls]` table).
+    pub fn listener(mut self, name: &str, keys: &str) -> Self {
+        self.listeners.push((name.to_string(), keys.to_string()));
+        self
+    }
+
+    /// Text appended to the configuration, as for [`Proxy::start_with`].
+    pub fn extra(mut self, extra: &str) -> Self {
+        self.extra = extra.to_string();
+        self
+    }
+
+    /// Runs the proxy with `ASYNQ_GUARD_LOG` set to `filter`.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = Some(filter.to_string());
+        self
+    }
+
+    pub async fn start(self) -> Proxy {
+        let mut proxy = Proxy {
+            port: 0,
+            admin_port: 0,
+            listeners: Vec::new(),
+            dir: TempDir::new("proxy"),
+            child: None,
+        };
+        for _ in 0..PORT_ATTEMPTS {
+            proxy.port = free_port();
+            proxy.admin_port = free_port();
+            proxy.listeners = self
+                .listeners
+                .iter()
+                .map(|(name, _)| (name.clone(), free_port()))
+                .collect();
+            if proxy.try_start(&self).await {
+                return proxy;
+            }
+        }
+        panic!(
+            "asynq-guard did not start on any free port; stderr:\n{}",
+            proxy.stderr()
+        );
+    }
 }
 
 impl Proxy {
@@ -36,27 +102,38 @@ impl Proxy {
     /// appended to the generated configuration (for example a
     /// `[limits]` table).
     pub async fn start_with(upstream: &str, extra: &str) -> Proxy {
-        let mut proxy = Proxy {
-            port: 0,
-            admin_port: 0,
-            dir: TempDir::new("proxy"),
-            child: None,
-        };
-        for _ in 0..PORT_ATTEMPTS {
-            proxy.port = free_port();
-            proxy.admin_port = free_port();
-            if proxy.try_start(upstream, extra).await {
-                return proxy;
-            }
+        Proxy::builder(upstream).extra(extra).start().await
+    }
+
+    /// A proxy in front of `upstream` whose configuration the test
+    /// extends before [`ProxyBuilder::start`].
+    pub fn builder(upstream: &str) -> ProxyBuilder {
+        ProxyBuilder {
+            upstream: upstream.to_string(),
+            upstream_keys: String::new(),
+            listeners: Vec::new(),
+            extra: String::new(),
+            log_filter: None,
         }
-        panic!(
-            "asynq-guard did not start on any free port; stderr:\n{}",
-            proxy.stderr()
-        );
     }
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The address of a listener added with [`ProxyBuilder::listener`].
+    pub fn listener_address(&self, name: &str) -> String {
+        let (_, port) = self
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no listener {name:?} was configured"));
+        format!("127.0.0.1:{port}")
+    }
+
+    /// Sends SIGHUP: the proxy re-reads its listeners' certificates.
+    pub fn sighup(&self) {
+        signal(&self.child, "HUP");
     }
 
     pub fn admin_address(&self) -> String {
@@ -86,9 +163,9 @@ impl Proxy {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
-    async fn try_start(&mut self, upstream: &str, extra: &str) -> bool {
+    async fn try_start(&mut self, b: &ProxyBuilder) -> bool {
         let config = self.dir.path().join("asynq-guard.toml");
-        let identity = if extra.contains("[[identity]]") {
+        let identity = if b.extra.contains("[[identity]]") {
             String::new()
         } else {
             format!(
@@ -96,19 +173,29 @@ impl Proxy {
                 test_secret_hash()
             )
         };
+        let mut listeners = String::new();
+        for ((name, keys), (_, port)) in b.listeners.iter().zip(&self.listeners) {
+            listeners.push_str(&format!(
+                "[[listener]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n{keys}\n\n"
+            ));
+        }
         let text = format!(
-            "[[listener]]\nname = \"test\"\naddress = \"127.0.0.1:{}\"\n\n\
-             [upstream]\naddress = \"{upstream}\"\nconnect_timeout_ms = 3000\n\n\
-             [admin]\naddress = \"127.0.0.1:{}\"\n\n{extra}\n\n{identity}",
-            self.port, self.admin_port
+            "[[listener]]\nname = \"test\"\naddress = \"127.0.0.1:{}\"\n\n{listeners}\
+             [upstream]\naddress = \"{}\"\nconnect_timeout_ms = 3000\n{}\n\n\
+             [admin]\naddress = \"127.0.0.1:{}\"\n\n{}\n\n{identity}",
+            self.port, b.upstream, b.upstream_keys, self.admin_port, b.extra
         );
         fs::write(&config, text).expect("write proxy configuration");
         let stderr = fs::File::create(self.dir.path().join("stderr.log")).expect("stderr file");
-        let child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command.env_remove("ASYNQ_GUARD_LOG");
+        if let Some(filter) = &b.log_filter {
+            command.env("ASYNQ_GUARD_LOG", filter);
+        }
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .env_remove("ASYNQ_GUARD_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -143,6 +230,12 @@ impl Proxy {
 /// The hash of [`TEST_SECRET`], computed by the binary under test the
 /// way an operator would.
 fn test_secret_hash() -> String {
+    secret_hash(TEST_SECRET)
+}
+
+/// The `secret_sha256` of `secret`, computed by the binary under test
+/// (`asynq-guard hash-secret`) the way an operator would.
+pub fn secret_hash(secret: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(BINARY)
         .arg("hash-secret")
@@ -154,7 +247,7 @@ fn test_secret_hash() -> String {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(TEST_SECRET.as_bytes())
+        .write_all(secret.as_bytes())
         .expect("write secret");
     let out = child.wait_with_output().expect("hash-secret output");
     assert!(out.status.success(), "hash-secret failed");

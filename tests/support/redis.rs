@@ -14,19 +14,30 @@ pub struct Redis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Further `redis-server` arguments (`--requirepass`, `--user`, …).
+    args: Vec<String>,
 }
 
 impl Redis {
     /// Starts Redis on a free port and waits until it answers PING.
     pub async fn start() -> Redis {
+        Redis::start_with_args(&[]).await
+    }
+
+    /// Starts Redis with further command-line arguments, for example
+    /// `["--requirepass", "pw"]`. A Redis that requires a login counts
+    /// as started once it answers PING with `-NOAUTH`.
+    pub async fn start_with_args(args: &[&str]) -> Redis {
         let mut redis = Redis::not_started();
+        redis.args = args.iter().map(|a| a.to_string()).collect();
         for _ in 0..PORT_ATTEMPTS {
             if redis.try_start().await {
                 return redis;
             }
             redis.port = free_port();
         }
-        panic!("redis-server did not start on any free port");
+        let log = std::fs::read_to_string(redis.dir.path().join("redis.log")).unwrap_or_default();
+        panic!("redis-server did not start on any free port; its log:\n{log}");
     }
 
     /// Chooses a port for Redis without starting it: the address of a
@@ -36,6 +47,7 @@ impl Redis {
             port: free_port(),
             dir: TempDir::new("redis"),
             child: None,
+            args: Vec::new(),
         }
     }
 
@@ -90,6 +102,7 @@ impl Redis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -124,9 +137,11 @@ async fn answers_ping(address: &str) -> bool {
     let probe = async {
         let mut s = TcpStream::connect(address).await.ok()?;
         s.write_all(b"*1\r\n$4\r\nPING\r\n").await.ok()?;
+        // "+PONG\r\n", or the start of "-NOAUTH …" from a Redis that
+        // wants a password: either way it is serving.
         let mut buf = [0u8; 7];
         s.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"+PONG\r\n")
+        Some(&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(1), probe).await,
