@@ -60,6 +60,8 @@ pub struct Identity {
     /// SHA-256 of each accepted secret; several so secrets can rotate.
     secret_hashes: Vec<[u8; 32]>,
     pub cert: Option<CertMatch>,
+    /// Holds a `raw` grant: may run scripts outside asynq's catalog.
+    pub raw: bool,
 }
 
 impl Identity {
@@ -68,6 +70,7 @@ impl Identity {
             name,
             secret_hashes,
             cert,
+            raw: false,
         }
     }
 

@@ -55,6 +55,21 @@ pub struct ConfigFile {
     pub identity: Vec<IdentityFile>,
     #[serde(default)]
     pub auth: AuthFile,
+    /// What identities may do beyond asynq's own traffic.
+    #[serde(default)]
+    pub grant: Vec<GrantFile>,
+}
+
+/// A grant of operations to an identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    /// The identity it is given to.
+    pub identity: String,
+    /// The operations granted. This version enforces `raw` only: scripts
+    /// outside asynq's catalog (`EVAL`, `EVALSHA`, `SCRIPT LOAD` of other
+    /// bodies, `SCRIPT FLUSH`, functions).
+    pub operations: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,7 +362,9 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         max_buffer_bytes: l.max_buffer_bytes,
     };
 
-    let identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
+    let mut identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
+    apply_grants(&mut identities, &file.grant).map_err(|(f, r)| invalid(&f, r))?;
+    let identities = Identities::new(identities);
     if file.auth.max_failures_per_minute == 0 {
         return Err(invalid(
             "auth.max_failures_per_minute",
@@ -412,7 +429,42 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
     Ok(out)
 }
 
-fn validate_identities(files: &[IdentityFile]) -> Result<Identities, FieldError> {
+fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(), FieldError> {
+    for (i, g) in grants.iter().enumerate() {
+        let Some(identity) = identities.iter_mut().find(|id| id.name == g.identity) else {
+            return Err((
+                format!("grant[{i}].identity"),
+                format!("{:?} is not a defined [[identity]]", g.identity),
+            ));
+        };
+        if g.operations.is_empty() {
+            return Err((format!("grant[{i}].operations"), "is empty".into()));
+        }
+        for (j, op) in g.operations.iter().enumerate() {
+            match op.as_str() {
+                "raw" => identity.raw = true,
+                "enqueue" | "consume" | "schedule" | "inspect" | "manage" => {
+                    return Err((
+                        format!("grant[{i}].operations[{j}]"),
+                        format!(
+                            "{op:?} is not enforced by this version of asynq-guard (only \"raw\" is); \
+                             asynq traffic of every authenticated identity is allowed"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err((
+                        format!("grant[{i}].operations[{j}]"),
+                        format!("{op:?} is not an operation"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_identities(files: &[IdentityFile]) -> Result<Vec<Identity>, FieldError> {
     if files.is_empty() {
         return Err((
             "identity".into(),
@@ -478,7 +530,7 @@ fn validate_identities(files: &[IdentityFile]) -> Result<Identities, FieldError>
         }
         list.push(Identity::new(f.name.clone(), hashes, cert));
     }
-    Ok(Identities::new(list))
+    Ok(list)
 }
 
 fn validate_upstream(file: UpstreamFile) -> Result<UpstreamSettings, FieldError> {
@@ -680,6 +732,35 @@ mod tests {
         ))
         .unwrap();
         assert!(ok.identities.get("default").unwrap().needs_secret());
+    }
+
+    #[test]
+    fn grants_name_defined_identities_and_known_operations() {
+        let ok = parse("[[grant]]\nidentity = \"t\"\noperations = [\"raw\"]\n").unwrap();
+        assert!(ok.identities.get("t").unwrap().raw);
+        assert!(!parse("").unwrap().identities.get("t").unwrap().raw);
+        let cases = [
+            (
+                "[[grant]]\nidentity = \"x\"\noperations = [\"raw\"]\n",
+                "grant[0].identity",
+            ),
+            (
+                "[[grant]]\nidentity = \"t\"\noperations = []\n",
+                "grant[0].operations",
+            ),
+            (
+                "[[grant]]\nidentity = \"t\"\noperations = [\"fly\"]\n",
+                "not an operation",
+            ),
+            (
+                "[[grant]]\nidentity = \"t\"\noperations = [\"enqueue\"]\n",
+                "not enforced",
+            ),
+        ];
+        for (text, expected) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{text:?} gave {msg}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::info;
 
+use crate::asynq::{self, ScriptUse};
 use crate::auth::{CertIdentity, Identity, PasswordCheck};
 use crate::command::{self, Classified};
 use crate::conceal;
@@ -140,6 +141,9 @@ impl Gate {
         if let Some(text) = conceal::refusal(cmd, c.name) {
             return Decision::Reply(error_reply(&text));
         }
+        if let Some(text) = self.script_refusal(cmd, c) {
+            return Decision::Reply(error_reply(&text));
+        }
         if self.in_multi && conceal::filters_reply(c.name) {
             // Its reply would come back inside EXEC's, unfiltered.
             return Decision::Reply(error_reply(
@@ -152,6 +156,27 @@ impl Gate {
             ));
         }
         Decision::Forward
+    }
+
+    /// Scripts outside asynq's catalog can do anything Redis can (read
+    /// INFO, touch any key): only an identity with a `raw` grant may run
+    /// them.
+    fn script_refusal(&self, cmd: &Command, c: &Classified) -> Option<String> {
+        let identity = self.identity.as_ref()?;
+        if identity.raw {
+            return None;
+        }
+        match asynq::script_use(cmd, c.name)? {
+            ScriptUse::Catalogued(_) | ScriptUse::Harmless => None,
+            ScriptUse::Unknown(sha) => Some(format!(
+                "NOPERM asynq-guard: identity '{}' may not run script {sha}: it is not one of asynq's scripts and the identity has no raw grant",
+                identity.name
+            )),
+            ScriptUse::Other(what) => Some(format!(
+                "NOPERM asynq-guard: identity '{}' may not use {what}: asynq does not, and the identity has no raw grant",
+                identity.name
+            )),
+        }
     }
 
     /// The NOAUTH text, saying why when a client certificate is the cause.

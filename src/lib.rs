@@ -18,6 +18,7 @@
 //! | accept connections, TLS and mutual TLS | [`listener`], [`tls`] |
 //! | one connection: ordering, pipelining, pub/sub | [`session`] |
 //! | per command: authenticate, refuse, rewrite | [`gate`], [`auth`], [`conceal`] |
+//! | what a command means to asynq (scripts by SHA-1) | [`asynq`] |
 //! | RESP framing and input limits | [`resp`] |
 //! | command classification for the pipe | [`command`] |
 //! | the proxy's own connection to Redis | [`upstream`] |
@@ -32,6 +33,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod asynq;
 pub mod auth;
 pub mod command;
 pub mod conceal;

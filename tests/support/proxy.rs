@@ -18,6 +18,9 @@ pub const TEST_USER: &str = "test";
 /// The secret of [`TEST_USER`]; the configuration holds only its SHA-256.
 pub const TEST_SECRET: &str = "test-secret-7d1f";
 
+/// A `raw` grant for [`TEST_USER`].
+pub const RAW_GRANT: &str = "[[grant]]\nidentity = \"test\"\noperations = [\"raw\"]\n";
+
 /// A running `asynq-guard serve` with a configuration of its own.
 pub struct Proxy {
     port: u16,
@@ -96,6 +99,12 @@ impl Proxy {
     /// Starts the proxy in front of `redis` with default limits.
     pub async fn start(redis: &Redis) -> Proxy {
         Proxy::start_with(&redis.address(), "").await
+    }
+
+    /// Like [`Proxy::start`], with a `raw` grant for [`TEST_USER`]: for
+    /// tests that send scripts of their own, which are not asynq's.
+    pub async fn start_raw(redis: &Redis) -> Proxy {
+        Proxy::start_with(&redis.address(), RAW_GRANT).await
     }
 
     /// Starts the proxy with `upstream` as Redis's address and `extra`
