@@ -81,6 +81,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         metrics: Arc::clone(&metrics),
         identities: Arc::clone(&settings.identities),
         throttle: Throttle::new(settings.throttle),
+        auth_timeout: settings.auth_timeout,
+        max_pending_commands: settings.max_pending_commands,
     });
     for (l, socket) in bound {
         let mode = match &l.tls {

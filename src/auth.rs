@@ -257,13 +257,17 @@ const MAX_TRACKED: usize = 100_000;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Counts failed authentications per source address in fixed one-minute
-/// windows. A plain table rather than `governor`: only failures may be
-/// counted, and the check before an attempt must not consume anything.
+/// Counts failed authentications per source address and identity name
+/// in fixed one-minute windows. Keyed by both, so that one client
+/// guessing (or misconfigured) for one identity does not lock out the
+/// other identities of programs on the same host, as every sidecar
+/// client shares 127.0.0.1. A plain table rather than `governor`: only
+/// failures may be counted, and the check before an attempt must not
+/// consume anything.
 #[derive(Debug)]
 pub struct Throttle {
     pub settings: ThrottleSettings,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<HashMap<(IpAddr, String), (Instant, u32)>>,
 }
 
 impl Throttle {
@@ -274,17 +278,18 @@ impl Throttle {
         }
     }
 
-    /// If `ip` is over its limit: how long until it may try again.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    /// If `ip` is over its limit for identity `name`: how long until it
+    /// may try again.
+    pub fn blocked(&self, ip: IpAddr, name: &str) -> Option<Duration> {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let (start, count) = windows.get(&ip)?;
+        let (start, count) = windows.get(&(ip, name.to_string()))?;
         let elapsed = start.elapsed();
         (elapsed < WINDOW && *count >= self.settings.max_failures_per_minute)
             .then(|| WINDOW - elapsed)
     }
 
-    /// Records one failed attempt from `ip`.
-    pub fn record_failure(&self, ip: IpAddr) {
+    /// Records one failed attempt from `ip` for identity `name`.
+    pub fn record_failure(&self, ip: IpAddr, name: &str) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if windows.len() >= MAX_TRACKED {
             windows.retain(|_, (start, _)| start.elapsed() < WINDOW);
@@ -292,7 +297,9 @@ impl Throttle {
                 windows.clear();
             }
         }
-        let entry = windows.entry(ip).or_insert((Instant::now(), 0));
+        let entry = windows
+            .entry((ip, name.to_string()))
+            .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);
         }
@@ -374,10 +381,11 @@ mod tests {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         let other: IpAddr = "10.1.2.4".parse().unwrap();
         for _ in 0..3 {
-            assert!(t.blocked(ip).is_none());
-            t.record_failure(ip);
+            assert!(t.blocked(ip, "app").is_none());
+            t.record_failure(ip, "app");
         }
-        assert!(t.blocked(ip).is_some());
-        assert!(t.blocked(other).is_none());
+        assert!(t.blocked(ip, "app").is_some());
+        assert!(t.blocked(ip, "worker").is_none());
+        assert!(t.blocked(other, "app").is_none());
     }
 }

@@ -24,8 +24,15 @@ const CLIENT_OWN: &[&str] = &[
     "no-touch",
 ];
 
-/// `CLUSTER` subcommands that list node addresses.
-const CLUSTER_TOPOLOGY: &[&str] = &["nodes", "slots", "shards", "links", "replicas", "slaves"];
+/// `CLUSTER` subcommands that tell nothing about nodes or addresses
+/// (asynq's Inspector asks for key slots). Every other one is refused:
+/// an allow-list, because Redis matches subcommand names only up to a
+/// NUL byte, so a deny-list can be walked around.
+const CLUSTER_HARMLESS: &[&str] = &["keyslot", "info", "countkeysinslot", "myid"];
+
+/// Commands that make Redis connect out to an address the client names,
+/// send data or credentials there, or crash: never through the proxy.
+const OUTBOUND_OR_DEBUG: &[&str] = &["replicaof", "slaveof", "migrate", "failover", "debug"];
 
 /// `INFO` fields that name the upstream's ports, files or peers.
 fn hidden_info_field(key: &str) -> bool {
@@ -53,10 +60,17 @@ pub fn refusal(cmd: &Command, name: Option<&'static str>) -> Option<String> {
             .unwrap_or_default()
     };
     let name = name?;
+    if OUTBOUND_OR_DEBUG.contains(&name) {
+        return Some(format!(
+            "NOPERM asynq-guard: {} is refused, it would make the upstream Redis connect out or expose its internals",
+            name.to_uppercase()
+        ));
+    }
     let reveals = match name {
         "config" | "acl" | "slowlog" | "role" | "module" | "monitor" => true,
+        "client" if sub() == "tracking" => has_redirect(cmd),
         "client" => !CLIENT_OWN.contains(&sub().as_str()),
-        "cluster" => CLUSTER_TOPOLOGY.contains(&sub().as_str()),
+        "cluster" => !CLUSTER_HARMLESS.contains(&sub().as_str()),
         _ => false,
     };
     reveals.then(|| {
@@ -68,6 +82,30 @@ pub fn refusal(cmd: &Command, name: Option<&'static str>) -> Option<String> {
             "NOPERM asynq-guard: {what} is refused, it would reveal the upstream Redis's addresses, credentials or settings"
         )
     })
+}
+
+/// `CLIENT TRACKING … REDIRECT <id>` sends invalidation messages to
+/// another connection, possibly another identity's.
+fn has_redirect(cmd: &Command) -> bool {
+    cmd.args[2..]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(b"redirect"))
+}
+
+/// An error reply naming the proxy's own Redis user (Redis 7.2 and later
+/// write `NOPERM User <name> has no permissions …`) with the name
+/// replaced; `None` when there is nothing to hide.
+pub fn scrub_error(raw: &[u8], username: &str) -> Option<Bytes> {
+    let name = username.as_bytes();
+    if name.is_empty() || !raw.windows(name.len()).any(|w| w == name) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&raw[1..raw.len().saturating_sub(2)]);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&raw[..1]);
+    out.extend_from_slice(text.replace(username, "<upstream user>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Some(out.freeze())
 }
 
 /// Whether the reply to `cmd` must go through [`filter_info`].
@@ -141,6 +179,13 @@ mod tests {
             &["client", "info"],
             &["CLIENT", "KILL", "ID", "1"],
             &["CLUSTER", "NODES"],
+            &["CLUSTER", "NODES\0x"],
+            &["CLUSTER", "MEET", "10.0.0.1", "6379"],
+            &["CLIENT", "SETNAME\0x", "n"],
+            &["CLIENT", "TRACKING", "on", "REDIRECT", "7"],
+            &["REPLICAOF", "10.0.0.1", "6379"],
+            &["MIGRATE", "10.0.0.1", "6379", "k", "0", "1000"],
+            &["DEBUG", "SLEEP", "0"],
             &["SLOWLOG", "GET"],
             &["ROLE"],
         ] {
@@ -159,12 +204,24 @@ mod tests {
             &["CLIENT", "SETNAME", "x"][..],
             &["CLIENT", "SETINFO", "LIB-NAME", "go-redis"],
             &["CLIENT", "ID"],
+            &["CLIENT", "TRACKING", "on"],
             &["CLUSTER", "KEYSLOT", "k"],
             &["INFO"],
             &["GET", "k"],
         ] {
             assert!(!refused(args), "{args:?}");
         }
+    }
+
+    #[test]
+    fn errors_naming_the_upstream_user_are_scrubbed() {
+        let raw = b"-NOPERM User guard has no permissions to run the 'x' command\r\n";
+        let out = scrub_error(raw, "guard").unwrap();
+        assert_eq!(
+            &out[..],
+            b"-NOPERM User <upstream user> has no permissions to run the 'x' command\r\n"
+        );
+        assert!(scrub_error(b"-ERR other\r\n", "guard").is_none());
     }
 
     #[test]

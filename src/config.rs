@@ -98,6 +98,10 @@ pub struct AuthFile {
     /// Delay before answering a failed attempt. Default 200.
     #[serde(default = "default_failure_delay")]
     pub failure_delay_ms: u64,
+    /// A client that has not authenticated after this long is closed.
+    /// Default 10.
+    #[serde(default = "default_auth_timeout")]
+    pub timeout_secs: u64,
 }
 
 impl Default for AuthFile {
@@ -105,6 +109,7 @@ impl Default for AuthFile {
         AuthFile {
             max_failures_per_minute: default_max_failures(),
             failure_delay_ms: default_failure_delay(),
+            timeout_secs: default_auth_timeout(),
         }
     }
 }
@@ -114,6 +119,12 @@ fn default_max_failures() -> u32 {
 }
 fn default_failure_delay() -> u64 {
     200
+}
+fn default_auth_timeout() -> u64 {
+    10
+}
+fn default_max_pending() -> usize {
+    4 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +235,10 @@ pub struct LimitsFile {
     /// Most bytes of one unfinished command. Default 1073741824 (1 GiB).
     #[serde(default = "default_max_buffer")]
     pub max_buffer_bytes: usize,
+    /// Most commands of one connection awaiting their replies (a client
+    /// that pipelines without reading). Default 4194304.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_commands: usize,
 }
 
 impl Default for LimitsFile {
@@ -232,6 +247,7 @@ impl Default for LimitsFile {
             max_bulk_bytes: default_max_bulk(),
             max_args: default_max_args(),
             max_buffer_bytes: default_max_buffer(),
+            max_pending_commands: default_max_pending(),
         }
     }
 }
@@ -280,6 +296,8 @@ pub struct Settings {
     pub upstream: Arc<UpstreamSettings>,
     pub admin: Option<SocketAddr>,
     pub limits: Limits,
+    pub max_pending_commands: usize,
+    pub auth_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +363,8 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         ("limits.max_bulk_bytes", l.max_bulk_bytes),
         ("limits.max_args", l.max_args),
         ("limits.max_buffer_bytes", l.max_buffer_bytes),
+        ("limits.max_pending_commands", l.max_pending_commands),
+        ("auth.timeout_secs", file.auth.timeout_secs as usize),
     ] {
         if value == 0 {
             return Err(invalid(field, "must be greater than 0".into()));
@@ -384,6 +404,8 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         upstream: Arc::new(upstream),
         admin,
         limits,
+        max_pending_commands: file.limits.max_pending_commands,
+        auth_timeout: Duration::from_secs(file.auth.timeout_secs),
     })
 }
 
@@ -497,6 +519,12 @@ fn validate_identities(files: &[IdentityFile]) -> Result<Vec<Identity>, FieldErr
                     "must be 64 hex digits (the output of asynq-guard hash-secret)".into(),
                 )
             })?;
+            if crate::auth::hash_secret(b"").eq_ignore_ascii_case(h) {
+                return Err((
+                    format!("identity[{i}].secret_sha256[{j}]"),
+                    "is the hash of an empty secret".into(),
+                ));
+            }
             hashes.push(hash);
         }
         let cert = match &f.cert {
@@ -550,12 +578,21 @@ fn validate_upstream(file: UpstreamFile) -> Result<UpstreamSettings, FieldError>
             ));
         }
         (Some(p), None) => Some(read_password_file(p).map_err(|r| (field("password_file"), r))?),
-        (None, Some(var)) => Some(std::env::var(var).map(Secret).map_err(|_| {
-            (
-                field("password_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(Secret(v)),
+            Ok(_) => {
+                return Err((
+                    field("password_env"),
+                    format!("environment variable {var} is empty"),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    field("password_env"),
+                    format!("environment variable {var} is not set"),
+                ));
+            }
+        },
         (None, None) => None,
     };
     if file.username.is_some() && password.is_none() {
@@ -718,6 +755,10 @@ mod tests {
             ("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"abc\"]\n".to_string(), "identity[0].secret_sha256[0]"),
             ("[[identity]]\nname = \"a\"\n".to_string(), "needs secret_sha256, cert, or both"),
             ("[[identity]]\nname = \"a\"\ncert = \"email:x\"\n".to_string(), "identity[0].cert"),
+            (
+                "[[identity]]\nname = \"a\"\nsecret_sha256 = [\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]\n".to_string(),
+                "hash of an empty secret",
+            ),
             (format!("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"{h}\"]\n[[identity]]\nname = \"a\"\ncert = \"cn:x\"\n"), "defined twice"),
             ("[[identity]]\nname = \"a\"\ncert = \"cn:x\"\n[[identity]]\nname = \"b\"\ncert = \"cn:x\"\n".to_string(), "already the certificate"),
             (format!("[[identity]]\nname = \"a\"\nsecret_sha256 = [\"{h}\"]\n[auth]\nmax_failures_per_minute = 0\n"), "auth.max_failures_per_minute"),

@@ -60,6 +60,16 @@ impl Decision {
     }
 }
 
+/// The identity name tried, as logs and the throttle see it: a defined
+/// identity by its name; any other name by a short hash, because a user
+/// name slot sometimes holds a secret typed in the wrong place.
+fn shown_name(user: &[u8], shared: &Shared) -> String {
+    match std::str::from_utf8(user) {
+        Ok(name) if shared.identities.get(name).is_some() => name.to_string(),
+        _ => format!("unknown:{}", &crate::auth::hash_secret(user)[..12]),
+    }
+}
+
 /// What the gate knows of the connection it guards.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -138,6 +148,9 @@ impl Gate {
         if let Some(reason) = command::unsupported(cmd, c) {
             return Decision::Reply(error_reply(&format!("ERR {reason}")));
         }
+        if let Some(text) = self.unknown_name_refusal(cmd, c) {
+            return Decision::Reply(error_reply(&text));
+        }
         if let Some(text) = conceal::refusal(cmd, c.name) {
             return Decision::Reply(error_reply(&text));
         }
@@ -156,6 +169,25 @@ impl Gate {
             ));
         }
         Decision::Forward
+    }
+
+    /// A command name the proxy does not know is refused unless the
+    /// identity holds a `raw` grant. Redis compares command names only up
+    /// to a NUL byte, so `CONFIG\0xyz` can run as CONFIG; every check by
+    /// name would be walked around if unknown names were forwarded.
+    fn unknown_name_refusal(&self, cmd: &Command, c: &Classified) -> Option<String> {
+        let identity = self.identity.as_ref()?;
+        if c.name.is_some() || identity.raw {
+            return None;
+        }
+        let shown: String = String::from_utf8_lossy(&cmd.args[0][..cmd.args[0].len().min(64)])
+            .chars()
+            .map(|ch| if ch.is_ascii_graphic() { ch } else { '?' })
+            .collect();
+        Some(format!(
+            "NOPERM asynq-guard: unknown command '{shown}' is refused for identity '{}' (no raw grant)",
+            identity.name
+        ))
     }
 
     /// Scripts outside asynq's catalog can do anything Redis can (read
@@ -236,7 +268,7 @@ impl Gate {
             // go-redis before 9.5 falls back to RESP2 and AUTH only on an
             // "unknown command" error; any other error would be fatal.
             b"3" => return Decision::Reply(error_reply(RESP2_ONLY)),
-            v if std::str::from_utf8(v).is_ok_and(|v| v.parse::<i64>().is_ok()) => {
+            v if crate::resp::parse_int(v).is_ok() => {
                 return Decision::Reply(error_reply(NOPROTO));
             }
             _ => {
@@ -285,22 +317,17 @@ impl Gate {
     /// identity. On failure nothing changes and the caller gets the reply.
     fn login(&mut self, user: &[u8], secret: &[u8], shared: &Shared) -> Result<(), Decision> {
         let ip = self.conn.peer.ip();
-        let tried = String::from_utf8_lossy(&user[..user.len().min(128)]).into_owned();
-        if let Some(wait) = shared.throttle.blocked(ip) {
+        let tried = shown_name(user, shared);
+        if let Some(wait) = shared.throttle.blocked(ip, &tried) {
             self.audit_failure(shared, &tried, "throttled");
             return Err(Decision::Reply(error_reply(&format!(
                 "ERR asynq-guard: too many failed authentications from this address, retry in {}s",
                 wait.as_secs().max(1)
             ))));
         }
-        let outcome = match shared.identities.check_password(user, secret) {
-            PasswordCheck::Ok(identity) => self.certificate_agrees(identity),
-            PasswordCheck::NoSecret => match &self.conn.cert {
-                CertIdentity::Identity(i) if i.name.as_bytes() == user => Ok(Arc::clone(i)),
-                _ => Err(("wrong_secret", WRONGPASS.to_string())),
-            },
-            PasswordCheck::UnknownIdentity => Err(("unknown_identity", WRONGPASS.into())),
-            PasswordCheck::WrongSecret => Err(("wrong_secret", WRONGPASS.into())),
+        let outcome = match self.certificate_refusal(user) {
+            Some(refusal) => Err(refusal),
+            None => self.check_secret(user, secret, shared),
         };
         match outcome {
             Ok(identity) => {
@@ -319,7 +346,7 @@ impl Gate {
                 Ok(())
             }
             Err((reason, text)) => {
-                shared.throttle.record_failure(ip);
+                shared.throttle.record_failure(ip, &tried);
                 self.audit_failure(shared, &tried, reason);
                 Err(Decision::ReplyAfter(
                     shared.throttle.settings.failure_delay,
@@ -329,34 +356,49 @@ impl Gate {
         }
     }
 
-    /// A secret was right: the identity is proved unless it also needs a
-    /// certificate the connection does not show, or the connection's
-    /// certificate proves someone else.
-    fn certificate_agrees(
-        &self,
-        identity: Arc<Identity>,
-    ) -> Result<Arc<Identity>, (&'static str, String)> {
-        match (&self.conn.cert, &identity.cert) {
-            (CertIdentity::Identity(c), _) if c.name == identity.name => Ok(identity),
-            (CertIdentity::Identity(c), _) => Err((
+    /// On a mutual-TLS listener the certificate says who the connection
+    /// is: AUTH may only name that identity. Decided before the secret is
+    /// looked at, so the answer tells nothing about the secret.
+    fn certificate_refusal(&self, user: &[u8]) -> Option<(&'static str, String)> {
+        match &self.conn.cert {
+            CertIdentity::None => None,
+            CertIdentity::Identity(c) if c.name.as_bytes() == user => None,
+            CertIdentity::Identity(c) => Some((
                 "certificate_mismatch",
                 format!(
-                    "WRONGPASS the client certificate is for identity '{}', not '{}'",
-                    c.name, identity.name
+                    "WRONGPASS the client certificate is for identity '{}', not the one AUTH names",
+                    c.name
                 ),
             )),
-            (CertIdentity::None, None) => Ok(identity),
-            (CertIdentity::None, Some(_)) => Err((
-                "certificate_required",
-                format!(
-                    "WRONGPASS identity '{}' also requires its client certificate (mutual-TLS listener)",
-                    identity.name
-                ),
-            )),
-            _ => Err((
+            _ => Some((
                 "certificate_mismatch",
                 self.noauth_text().replacen("NOAUTH", "WRONGPASS", 1),
             )),
+        }
+    }
+
+    /// Checks the secret. An identity that also needs its certificate gets
+    /// the same answer without one as with a wrong secret, so a secret
+    /// cannot be tried out without the certificate.
+    fn check_secret(
+        &self,
+        user: &[u8],
+        secret: &[u8],
+        shared: &Shared,
+    ) -> Result<Arc<Identity>, (&'static str, String)> {
+        let has_cert =
+            |name: &str| matches!(&self.conn.cert, CertIdentity::Identity(c) if c.name == name);
+        match shared.identities.check_password(user, secret) {
+            PasswordCheck::Ok(identity) if identity.cert.is_some() && !has_cert(&identity.name) => {
+                Err(("certificate_required", WRONGPASS.into()))
+            }
+            PasswordCheck::Ok(identity) => Ok(identity),
+            PasswordCheck::NoSecret => match &self.conn.cert {
+                CertIdentity::Identity(i) if i.name.as_bytes() == user => Ok(Arc::clone(i)),
+                _ => Err(("wrong_secret", WRONGPASS.into())),
+            },
+            PasswordCheck::UnknownIdentity => Err(("unknown_identity", WRONGPASS.into())),
+            PasswordCheck::WrongSecret => Err(("wrong_secret", WRONGPASS.into())),
         }
     }
 
@@ -366,7 +408,7 @@ impl Gate {
             .auth_attempts
             .with_label_values(&[&self.conn.listener, reason])
             .inc();
-        info!(target: AUDIT, event = "auth", result = "failure", reason, identity_tried = ?tried, client.addr = %self.conn.peer, listener = %self.conn.listener);
+        info!(target: AUDIT, event = "auth", result = "failure", reason, identity_tried = %tried, client.addr = %self.conn.peer, listener = %self.conn.listener);
     }
 
     /// Keeps the transaction and identity state in step with what Redis

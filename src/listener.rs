@@ -44,6 +44,7 @@ pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, shared
         };
         accepted.inc();
         let _ = stream.set_nodelay(true);
+        keepalive(&stream);
         let span = tracing::info_span!(
             "conn",
             client.addr = %peer,
@@ -117,6 +118,18 @@ async fn serve_connection(
     }
     let (read, write) = tokio::io::split(stream);
     session::run(read, write, conn, shared).await;
+}
+
+/// Turns TCP keepalive on, as Redis does (`tcp-keepalive 300`), so that a
+/// client host that vanishes without a FIN does not hold its session and
+/// its Redis connection forever.
+pub fn keepalive(stream: &TcpStream) {
+    let probe = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(300))
+        .with_interval(Duration::from_secs(100));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&probe) {
+        debug!(%error, "cannot turn TCP keepalive on");
+    }
 }
 
 /// Keeps the open-connections gauge right even if a session panics.

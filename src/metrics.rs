@@ -124,6 +124,7 @@ impl Metrics {
             "max_args",
             "max_bulk_bytes",
             "max_buffer_bytes",
+            "max_pending_commands",
         ] {
             client_errors.with_label_values(&[reason]);
         }

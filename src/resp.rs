@@ -311,11 +311,15 @@ fn header_line(buf: &[u8], start: usize) -> Result<Option<(Result<i64, ()>, usiz
 
 /// Parses an integer the way Redis's `string2ll` does: an optional `-`,
 /// no `+`, no spaces, no leading zeros.
-fn parse_int(s: &[u8]) -> Result<i64, ()> {
-    let digits = s.strip_prefix(b"-").unwrap_or(s);
+pub(crate) fn parse_int(s: &[u8]) -> Result<i64, ()> {
+    let (negative, digits) = match s.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    // "0" alone is zero; "-0" and leading zeros are not numbers to Redis.
     let plain = !digits.is_empty()
         && digits.iter().all(u8::is_ascii_digit)
-        && (digits[0] != b'0' || digits.len() == 1);
+        && (digits[0] != b'0' || (digits.len() == 1 && !negative));
     if !plain {
         return Err(());
     }

@@ -21,6 +21,7 @@
 //! still waiting gets an error reply and the client is disconnected.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -29,19 +30,16 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::auth::{Identities, Throttle};
-use crate::command::{self, Expect};
+use crate::command::{self, Classified, Expect};
 use crate::conceal;
 use crate::config::UpstreamSettings;
 use crate::gate::{Conn, Decision, Gate};
 use crate::metrics::Metrics;
-use crate::resp::{Limits, RequestReader, error_reply};
+use crate::resp::{Command, Limits, RequestError, RequestReader, error_reply};
 use crate::upstream::{self, UpstreamWrite};
 
+mod login;
 mod replies;
-
-/// Batches of slots in flight between the halves before the request half
-/// waits; together with socket buffers this bounds a session's memory.
-const SLOT_BATCHES: usize = 256;
 
 /// Commands larger than this are written upstream on their own instead of
 /// being copied into the batch buffer.
@@ -68,6 +66,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub identities: Arc<Identities>,
     pub throttle: Throttle,
+    /// An unauthenticated client is closed after this long.
+    pub auth_timeout: Duration,
+    /// Most commands of one connection awaiting their replies.
+    pub max_pending_commands: usize,
 }
 
 /// Limits before authentication, as Redis applies them to unauthenticated
@@ -98,7 +100,7 @@ impl Shared {
 
 /// Where one command's reply comes from.
 #[derive(Debug)]
-enum Slot {
+pub(crate) enum Slot {
     /// From Redis, shaped as `expect`; `sent` is set when the round trip
     /// is timed; `conceal` when the reply goes through
     /// [`conceal::filter_info`].
@@ -119,12 +121,38 @@ enum Slot {
 
 /// Runs one client connection to its end. The client's halves are passed
 /// apart so that plain TCP needs no lock between them.
-pub async fn run<R, W>(client_read: R, client_write: W, conn: Conn, shared: Arc<Shared>)
+///
+/// No upstream connection is opened before the client has authenticated,
+/// so connections that never log in cost Redis nothing.
+pub async fn run<R, W>(mut client_read: R, mut client_write: W, conn: Conn, shared: Arc<Shared>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (up_read, up_write) = match upstream::connect(&shared.upstream).await {
+    let mut gate = Gate::new(conn);
+    let mut reader = RequestReader::new(shared.limits_for(gate.identity().is_some()));
+    let mut first = None;
+    if gate.identity().is_none() {
+        let login = login::authenticate(
+            &mut client_read,
+            &mut client_write,
+            &mut reader,
+            &mut gate,
+            &shared,
+        );
+        match tokio::time::timeout(shared.auth_timeout, login).await {
+            Ok(Some(pending)) => first = pending,
+            Ok(None) => return,
+            Err(_) => {
+                let reply = error_reply("ERR asynq-guard: authentication timed out, closing");
+                let _ = client_write.write_all(&reply).await;
+                let _ = client_write.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    let (up_read, mut up_write) = match upstream::connect(&shared.upstream).await {
         Ok(halves) => halves,
         Err(error) => {
             warn!(%error, "upstream unavailable");
@@ -133,21 +161,38 @@ where
                 .upstream_errors
                 .with_label_values(&[error.kind()])
                 .inc();
-            let limits = shared.limits_for(false);
-            refuse_first_command(client_read, client_write, &limits).await;
+            if first.is_some() {
+                let _ = client_write.write_all(&error_reply(UPSTREAM_DOWN)).await;
+                let _ = client_write.shutdown().await;
+            } else {
+                refuse_first_command(client_read, client_write, reader).await;
+            }
             return;
         }
     };
 
-    let (tx, rx) = mpsc::channel(SLOT_BATCHES);
-    let gate = Gate::new(conn);
-    let requests = forward_requests(client_read, up_write, tx, gate, &shared);
-    let replies = replies::relay_replies(up_read, client_write, rx, &shared);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let requests = forward_requests(
+        client_read,
+        &mut up_write,
+        Requests {
+            slots: tx,
+            pending: Arc::clone(&pending),
+            reader,
+            gate,
+            first,
+        },
+        &shared,
+    );
+    let replies = replies::relay_replies(up_read, client_write, rx, pending, &shared);
     tokio::pin!(requests, replies);
     tokio::select! {
         end = &mut replies => debug!(?end, "session closed by reply side"),
         end = &mut requests => {
             debug!(?end, "client stopped sending");
+            // The upstream write half stays open meanwhile: closing it
+            // would make Redis drop the replies still owed.
             match tokio::time::timeout(DRAIN, replies).await {
                 Ok(end) => debug!(?end, "session closed"),
                 Err(_) => debug!("replies not drained in time, closing"),
@@ -156,14 +201,13 @@ where
     }
 }
 
-/// Without an upstream, answers the client's first command with an error
+/// Without an upstream, answers the client's next command with an error
 /// and closes, so the client sees why instead of a bare disconnect.
-async fn refuse_first_command<R, W>(mut read: R, mut write: W, limits: &Limits)
+async fn refuse_first_command<R, W>(mut read: R, mut write: W, mut reader: RequestReader)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = RequestReader::new(*limits);
     let wait = async {
         loop {
             match reader.next_command() {
@@ -195,26 +239,95 @@ enum RequestEnd {
     RepliesGone,
 }
 
+/// What the request half starts with.
+struct Requests {
+    slots: mpsc::UnboundedSender<Vec<Slot>>,
+    /// Commands queued and not yet answered, shared with the reply half.
+    pending: Arc<AtomicUsize>,
+    reader: RequestReader,
+    gate: Gate,
+    /// A command the login phase decided to forward first (HELLO AUTH).
+    first: Option<(Slot, Bytes)>,
+}
+
+/// One command, planned: its slot and what to send upstream, if anything.
+pub(crate) struct Planned {
+    pub slot: Slot,
+    pub raw: Option<Bytes>,
+    /// Ends the connection after this command's reply.
+    pub closing: bool,
+    /// Answer only after this delay (failed logins).
+    pub delay: Option<Duration>,
+}
+
+/// Turns the gate's decision about `cmd` into a slot and upstream bytes.
+pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: bool) -> Planned {
+    // Inside MULTI, Redis answers every command with one QUEUED (RESET
+    // alone runs at once and ends the transaction).
+    let expect = if in_multi { Expect::One } else { c.expect };
+    let upstream_slot = || Slot::Upstream {
+        expect,
+        sent: (!c.blocking).then(Instant::now),
+        conceal: conceal::filters_reply(c.name),
+    };
+    let local = |reply| Slot::Local {
+        reply,
+        close: false,
+    };
+    let (slot, raw, closing, delay) = match decision {
+        Decision::Forward => (upstream_slot(), Some(cmd.raw), false, None),
+        Decision::ForwardAs(raw) => (upstream_slot(), Some(raw), false, None),
+        Decision::Substitute { raw, reply } => (Slot::Replace { reply }, Some(raw), false, None),
+        Decision::Reply(reply) => (local(reply), None, false, None),
+        Decision::ReplyAfter(delay, reply) => (local(reply), None, false, Some(delay)),
+        Decision::ReplyAndClose(reply) => (Slot::Local { reply, close: true }, None, true, None),
+    };
+    Planned {
+        slot,
+        raw,
+        closing,
+        delay,
+    }
+}
+
 /// The request half: client → gate → Redis.
 async fn forward_requests<R>(
     mut client: R,
-    mut upstream: UpstreamWrite,
-    slots: mpsc::Sender<Vec<Slot>>,
-    mut gate: Gate,
+    upstream: &mut UpstreamWrite,
+    start: Requests,
     shared: &Shared,
 ) -> RequestEnd
 where
     R: AsyncRead + Unpin,
 {
+    let Requests {
+        slots,
+        pending,
+        mut reader,
+        mut gate,
+        first,
+    } = start;
     let mut authenticated = gate.identity().is_some();
-    let mut reader = RequestReader::new(shared.limits_for(authenticated));
     let relogin = upstream::login_command(&shared.upstream);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    if let Some((slot, raw)) = first {
+        pending.fetch_add(1, Ordering::Relaxed);
+        if slots.send(vec![slot]).is_err() {
+            return RequestEnd::RepliesGone;
+        }
+        if let Err(e) = upstream.write_all(&raw).await {
+            return RequestEnd::UpstreamWrite(e);
+        }
+    }
+    // Commands the login phase read ahead are already buffered.
+    let mut buffered = reader.has_partial();
     loop {
-        match client.read_buf(reader.buffer()).await {
-            Ok(0) => return RequestEnd::ClientClosed,
-            Ok(_) => {}
-            Err(e) => return RequestEnd::ClientError(e),
+        if !std::mem::take(&mut buffered) {
+            match client.read_buf(reader.buffer()).await {
+                Ok(0) => return RequestEnd::ClientClosed,
+                Ok(_) => {}
+                Err(e) => return RequestEnd::ClientError(e),
+            }
         }
         let mut batch = Vec::new();
         let mut end = None;
@@ -223,16 +336,7 @@ where
                 Ok(Some(cmd)) => cmd,
                 Ok(None) => break,
                 Err(e) => {
-                    shared
-                        .metrics
-                        .client_errors
-                        .with_label_values(&[e.reason()])
-                        .inc();
-                    warn!(error = %e, "bad client input, closing");
-                    batch.push(Slot::Local {
-                        reply: e.to_reply(),
-                        close: true,
-                    });
+                    batch.push(bad_input(&e, shared));
                     end = Some(RequestEnd::BadInput(e.reason()));
                     break;
                 }
@@ -244,60 +348,29 @@ where
                 authenticated = !authenticated;
                 reader.set_limits(shared.limits_for(authenticated));
             }
-            // Inside MULTI, Redis answers every command with one QUEUED
-            // (RESET alone runs at once and ends the transaction).
-            let expect = if gate.in_multi() {
-                Expect::One
-            } else {
-                c.expect
-            };
-            let upstream_slot = || Slot::Upstream {
-                expect,
-                sent: (!c.blocking).then(Instant::now),
-                conceal: conceal::filters_reply(c.name),
-            };
-            let (slot, raw) = match decision {
-                Decision::Forward => (upstream_slot(), Some(cmd.raw)),
-                Decision::ForwardAs(raw) => (upstream_slot(), Some(raw)),
-                Decision::Substitute { raw, reply } => (Slot::Replace { reply }, Some(raw)),
-                Decision::Reply(reply) => (
-                    Slot::Local {
-                        reply,
-                        close: false,
-                    },
-                    None,
-                ),
-                Decision::ReplyAfter(delay, reply) => {
-                    // Slows down guessing: nothing more is read from this
-                    // client until the delay is over.
-                    tokio::time::sleep(delay).await;
-                    (
-                        Slot::Local {
-                            reply,
-                            close: false,
-                        },
-                        None,
-                    )
-                }
-                Decision::ReplyAndClose(reply) => {
-                    end = Some(RequestEnd::Closing);
-                    (Slot::Local { reply, close: true }, None)
-                }
-            };
+            let planned = plan(cmd, &c, decision, gate.in_multi());
+            if let Some(delay) = planned.delay {
+                // Slows down guessing: nothing more is read from this
+                // client until the delay is over.
+                tokio::time::sleep(delay).await;
+            }
+            if planned.closing {
+                end = Some(RequestEnd::Closing);
+            }
             // Redis logs the connection out on RESET: log it in again
             // with the proxy's credentials, unseen by the client.
-            let hidden = (c.expect == Expect::Reset && raw.is_some())
+            let hidden = (c.expect == Expect::Reset && planned.raw.is_some())
                 .then(|| relogin.clone())
                 .flatten();
-            batch.push(slot);
-            if let Some(raw) = raw {
+            batch.push(planned.slot);
+            if let Some(raw) = planned.raw {
                 if raw.len() > COPY_LIMIT {
                     // Queue the slots, then write what is buffered and the
                     // large command itself without copying it.
-                    if slots.send(std::mem::take(&mut batch)).await.is_err() {
+                    if !queue(&slots, &pending, std::mem::take(&mut batch), shared) {
                         return RequestEnd::RepliesGone;
                     }
-                    if let Err(e) = write_out(&mut upstream, &mut out).await {
+                    if let Err(e) = write_out(upstream, &mut out).await {
                         return RequestEnd::UpstreamWrite(e);
                     }
                     if let Err(e) = upstream.write_all(&raw).await {
@@ -315,16 +388,67 @@ where
                 break;
             }
         }
-        if !batch.is_empty() && slots.send(batch).await.is_err() {
+        if let Some(over) = over_pending_limit(&pending, batch.len(), shared) {
+            batch.push(over);
+            end = Some(RequestEnd::BadInput("max_pending_commands"));
+        }
+        if !batch.is_empty() && !queue(&slots, &pending, batch, shared) {
             return RequestEnd::RepliesGone;
         }
-        if let Err(e) = write_out(&mut upstream, &mut out).await {
+        if let Err(e) = write_out(upstream, &mut out).await {
             return RequestEnd::UpstreamWrite(e);
         }
         if let Some(end) = end {
             return end;
         }
     }
+}
+
+/// The reply to input that breaks the protocol or a limit, counted.
+pub(crate) fn bad_input(e: &RequestError, shared: &Shared) -> Slot {
+    shared
+        .metrics
+        .client_errors
+        .with_label_values(&[e.reason()])
+        .inc();
+    warn!(error = %e, "bad client input, closing");
+    Slot::Local {
+        reply: e.to_reply(),
+        close: true,
+    }
+}
+
+/// Hands a batch of slots to the reply half.
+fn queue(
+    slots: &mpsc::UnboundedSender<Vec<Slot>>,
+    pending: &AtomicUsize,
+    batch: Vec<Slot>,
+    _shared: &Shared,
+) -> bool {
+    pending.fetch_add(batch.len(), Ordering::Relaxed);
+    slots.send(batch).is_ok()
+}
+
+/// Redis holds every reply a client has not read yet; the proxy holds a
+/// small record per command whose reply is still owed, up to a limit.
+/// Past it the client gets an error naming the limit and is closed.
+fn over_pending_limit(pending: &AtomicUsize, adding: usize, shared: &Shared) -> Option<Slot> {
+    let limit = shared.max_pending_commands;
+    if pending.load(Ordering::Relaxed) + adding <= limit {
+        return None;
+    }
+    shared
+        .metrics
+        .client_errors
+        .with_label_values(&["max_pending_commands"])
+        .inc();
+    warn!(limit, "too many commands awaiting replies, closing");
+    Some(Slot::Local {
+        reply: error_reply(&format!(
+            "ERR asynq-guard limit max_pending_commands exceeded: more than {limit} commands await their replies"
+        )),
+        close: true,
+    })
 }
 
 async fn write_out(upstream: &mut UpstreamWrite, out: &mut BytesMut) -> std::io::Result<()> {

@@ -34,8 +34,17 @@ pub enum UpstreamError {
     /// which names no secret.
     #[error("upstream refused the proxy's credentials: {0}")]
     Auth(String),
+    /// Redis turned the connection away for another reason (for
+    /// example `maxclients`); holds Redis's error text.
+    #[error("upstream rejected the connection: {0}")]
+    Rejected(String),
+    /// The connection failed during the login (reset, timeout, a TLS
+    /// alert such as a required client certificate).
     #[error("upstream handshake: {0}")]
     Handshake(String),
+    /// Redis answered the login with something that is not RESP.
+    #[error("upstream reply: {0}")]
+    Protocol(String),
 }
 
 impl UpstreamError {
@@ -43,7 +52,7 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Auth(_) => "auth",
-            UpstreamError::Handshake(_) => "protocol",
+            UpstreamError::Protocol(_) => "protocol",
             _ => "connect",
         }
     }
@@ -64,6 +73,7 @@ pub async fn connect(
         .map_err(UpstreamError::Connect)?;
     // Commands are written whole; waiting for more bytes only adds latency.
     let _ = tcp.set_nodelay(true);
+    crate::listener::keepalive(&tcp);
 
     let (mut read, mut write): (UpstreamRead, UpstreamWrite) = match &settings.tls {
         None => {
@@ -87,7 +97,14 @@ pub async fn connect(
             .map_err(|_| UpstreamError::Handshake("AUTH reply timed out".into()))??;
         if reply.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
-            return Err(UpstreamError::Auth(text));
+            let credentials = ["WRONGPASS", "NOAUTH", "NOPERM", "ERR invalid password"]
+                .iter()
+                .any(|p| text.starts_with(p));
+            return Err(if credentials {
+                UpstreamError::Auth(text)
+            } else {
+                UpstreamError::Rejected(text)
+            });
         }
     }
     Ok((read, write))
@@ -119,7 +136,7 @@ async fn round_trip(
     loop {
         if let Some(reply) = replies
             .next_reply(Proto::Resp2)
-            .map_err(|e| UpstreamError::Handshake(e.to_string()))?
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?
         {
             return Ok(reply.raw);
         }

@@ -308,7 +308,7 @@ async fn refusals_say_why(version: &str) {
         &binary,
         &mtls,
         &other,
-        "WRONGPASS the client certificate is for identity 'worker', not 'app-web'",
+        "WRONGPASS the client certificate is for identity 'worker', not the one AUTH names",
     )
     .await;
 

@@ -553,12 +553,10 @@ async fn after_the_failure_limit_even_the_right_secret_is_refused_with_a_retry_t
     let mut client = proxy.anonymous_client().await;
     assert_eq!(client.cmd(&["AUTH", APP, "guess-1"]).await, err(WRONGPASS));
     assert_eq!(
-        client
-            .cmd(&["HELLO", "2", "AUTH", "nobody", "guess-2"])
-            .await,
+        client.cmd(&["HELLO", "2", "AUTH", APP, "guess-2"]).await,
         err(WRONGPASS)
     );
-    assert_eq!(client.cmd(&["AUTH", "guess-3"]).await, err(WRONGPASS));
+    assert_eq!(client.cmd(&["AUTH", APP, "guess-3"]).await, err(WRONGPASS));
 
     throttled_retry_secs(&client.cmd(&["AUTH", APP, APP_SECRET]).await);
     assert_eq!(client.cmd(&["PING"]).await, err(NOAUTH));
@@ -570,8 +568,14 @@ async fn after_the_failure_limit_even_the_right_secret_is_refused_with_a_retry_t
     throttled_retry_secs(&again.cmd(&["HELLO", "3", "AUTH", APP, APP_SECRET]).await);
     assert_eq!(again.cmd(&["GET", "k"]).await, err(NOAUTH));
 
-    // A connection authenticated before is not affected.
+    // A connection authenticated before is not affected, nor are other
+    // identity names from the same address (sidecar clients all come
+    // from 127.0.0.1): failures count per address and identity.
     assert_eq!(before.cmd(&["PING"]).await, simple("PONG"));
+    assert_eq!(
+        again.cmd(&["AUTH", "nobody", "guess"]).await,
+        err(WRONGPASS)
+    );
 
     let metrics = proxy.metrics().await;
     let throttled = "asynq_guard_auth_attempts_total{listener=\"test\",result=\"throttled\"}";
@@ -648,23 +652,26 @@ async fn a_failed_login_is_audited_with_the_name_tried_and_never_the_secret() {
         &[
             "asynq_guard::audit",
             "result=\"failure\"",
-            "identity_tried=\"app-web\"",
+            "identity_tried=app-web",
             &who,
         ],
     )
     .await;
     assert!(wrong.contains("wrong_secret"), "{wrong}");
+    // A name that is no identity is logged as a short hash: a user name
+    // slot sometimes holds a secret typed in the wrong place.
     let unknown = log_line(
         &proxy,
         &[
             "asynq_guard::audit",
             "result=\"failure\"",
-            "identity_tried=\"someone-else\"",
+            "identity_tried=unknown:",
         ],
     )
     .await;
     assert!(unknown.contains("unknown_identity"), "{unknown}");
     assert!(unknown.contains(&who), "{unknown}");
+    assert!(!proxy.stderr().contains("someone-else"), "{unknown}");
 
     let log = proxy.stderr();
     let metrics = proxy.metrics().await;
@@ -786,8 +793,9 @@ async fn client_auth_never_reaches_redis_which_sees_only_the_proxys_own_logins()
     )
     .expect("connections counted");
     assert_eq!(connections, 4.0);
-    // One login per connection and one per RESET: nothing else.
-    assert_eq!(commandstat(&mut direct, "auth", "calls").await, 4 + 2);
+    // One login per connection that authenticated (three never did, and
+    // so never cost Redis a connection) and one per RESET: nothing else.
+    assert_eq!(commandstat(&mut direct, "auth", "calls").await, 3 + 2);
     assert_eq!(commandstat(&mut direct, "auth", "failed_calls").await, 0);
     assert_eq!(commandstat(&mut direct, "auth", "rejected_calls").await, 0);
     assert_eq!(commandstat(&mut direct, "hello", "failed_calls").await, 0);
@@ -1005,8 +1013,11 @@ async fn refused_upstream_credentials_give_clients_only_a_fixed_error() {
     let dir = TempDir::new("upstream-refused");
     let proxy = proxy_with_credentials(&redis, &dir, "Not-The-Upstream-Pass-77").await;
 
+    // The client's own login succeeds (Redis is not involved); Redis is
+    // reached, and refuses the proxy, when the first command needs it.
     let mut client = proxy.anonymous_client().await;
-    let reply = client.cmd(&["AUTH", TEST_USER, TEST_SECRET]).await;
+    assert_eq!(client.cmd(&["AUTH", TEST_USER, TEST_SECRET]).await, ok());
+    let reply = client.cmd(&["PING"]).await;
     assert_eq!(reply, err("ERR asynq-guard: upstream Redis unavailable"));
     assert_eq!(client.read_to_eof_text().await, "");
 

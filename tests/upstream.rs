@@ -10,9 +10,10 @@ use support::{
 
 const INCR_SCRIPT: &str = "return redis.call('INCR', KEYS[1])";
 
-/// Sends PING and expects the "upstream unavailable" error, then EOF.
+/// Logs in (the proxy alone answers that), sends PING and expects the
+/// "upstream unavailable" error, then EOF.
 async fn refused_for_upstream(proxy: &Proxy) {
-    let mut client = proxy.anonymous_client().await;
+    let mut client = proxy.client().await;
     let reply = client.cmd(&["PING"]).await;
     let text = reply.error_text();
     assert!(

@@ -101,7 +101,7 @@ async fn an_untrusted_redis_certificate_means_no_upstream_connection() {
     let _redis = tls_redis(&redis_ca, &dir, tls_port).await;
     let proxy = proxy_over_tls(&dir, tls_port, &other_ca, &redis_ca).await;
 
-    let mut client = proxy.anonymous_client().await;
+    let mut client = proxy.client().await;
     let reply = client.cmd(&["PING"]).await;
     let text = reply.error_text();
     assert!(text.contains("upstream Redis unavailable"), "{text}");

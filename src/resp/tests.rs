@@ -67,6 +67,11 @@ fn inline_command_is_refused() {
 fn bad_headers_are_protocol_errors() {
     assert_eq!(feed(b"*x\r\n", 64), Err(RequestError::MultibulkLength));
     assert_eq!(feed(b"*01\r\n", 64), Err(RequestError::MultibulkLength));
+    assert_eq!(feed(b"*-0\r\n", 64), Err(RequestError::MultibulkLength));
+    assert_eq!(
+        feed(b"*1\r\n$-0\r\n\r\n", 64),
+        Err(RequestError::BulkLength)
+    );
     assert_eq!(
         feed(b"*1\r\n:4\r\n", 64),
         Err(RequestError::ExpectedBulk(':'))

@@ -9,6 +9,8 @@
 //! it never writes upstream.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -88,17 +90,28 @@ impl Subscriptions {
 /// The state the reply half keeps about the connection.
 struct ReplyState {
     queue: VecDeque<Slot>,
+    /// Shared with the request half, which limits it.
+    pending: Arc<AtomicUsize>,
+    /// The proxy's Redis user, hidden in error replies.
+    upstream_user: Option<String>,
     proto: Proto,
     subs: Subscriptions,
     out: BytesMut,
 }
 
 impl ReplyState {
+    /// Retires the slot at the head of the queue.
+    fn pop(&mut self) -> Option<Slot> {
+        let slot = self.queue.pop_front()?;
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        Some(slot)
+    }
+
     /// Moves the proxy's own replies at the head of the queue to the
     /// output; true if one of them closes the connection.
     fn flush_locals(&mut self) -> bool {
         while let Some(Slot::Local { .. }) = self.queue.front() {
-            let Some(Slot::Local { reply, close }) = self.queue.pop_front() else {
+            let Some(Slot::Local { reply, close }) = self.pop() else {
                 unreachable!("front was a local slot")
             };
             self.out.extend_from_slice(&reply);
@@ -175,7 +188,13 @@ impl ReplyState {
                 sent,
                 conceal,
             } => {
-                if *conceal {
+                let scrubbed = match (&self.upstream_user, r.shape.error) {
+                    (Some(user), true) => conceal::scrub_error(&r.raw, user),
+                    _ => None,
+                };
+                if let Some(scrubbed) = scrubbed {
+                    self.out.extend_from_slice(&scrubbed);
+                } else if *conceal {
                     self.out.extend_from_slice(&conceal::filter_info(&r.raw));
                 } else {
                     self.out.extend_from_slice(&r.raw);
@@ -227,7 +246,7 @@ impl ReplyState {
             }
         };
         if done {
-            self.queue.pop_front();
+            self.pop();
         }
         Ok(())
     }
@@ -235,7 +254,7 @@ impl ReplyState {
     /// After the upstream is gone: every command still waiting gets an
     /// error, the proxy's own replies keep their places.
     fn fail_pending(&mut self) {
-        while let Some(slot) = self.queue.pop_front() {
+        while let Some(slot) = self.pop() {
             match slot {
                 Slot::Local { reply, close } => {
                     self.out.extend_from_slice(&reply);
@@ -256,7 +275,8 @@ impl ReplyState {
 pub(super) async fn relay_replies<W>(
     mut upstream: UpstreamRead,
     mut client: W,
-    mut slots: mpsc::Receiver<Vec<Slot>>,
+    mut slots: mpsc::UnboundedReceiver<Vec<Slot>>,
+    pending: Arc<AtomicUsize>,
     shared: &Shared,
 ) -> ReplyEnd
 where
@@ -265,6 +285,8 @@ where
     let mut reader = ReplyReader::default();
     let mut st = ReplyState {
         queue: VecDeque::new(),
+        pending,
+        upstream_user: shared.upstream.username.clone(),
         proto: Proto::Resp2,
         subs: Subscriptions::default(),
         out: BytesMut::with_capacity(16 * 1024),
