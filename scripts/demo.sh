@@ -6,6 +6,8 @@
 # excerpt of the proxy's /metrics.
 #
 #   REDIS_ADDR=host:port   use this Redis instead of starting one
+#   REDIS_PASSWORD=…       that Redis's password (REDIS_USERNAME=… for an ACL
+#                          user); only the proxy gets them
 #   ASYNQ_VERSION=v0.26.0  asynq version of the harness (v0.24.1, v0.25.1, v0.26.0)
 #   TASKS=2000             tasks the producer enqueues
 set -euo pipefail
@@ -69,6 +71,8 @@ address = "127.0.0.1:$proxy_port"
 
 [upstream]
 address = "$REDIS_ADDR"
+$( [ -n "${REDIS_PASSWORD:-}" ] && echo 'password_env = "REDIS_PASSWORD"' )
+$( [ -n "${REDIS_USERNAME:-}" ] && echo "username = \"$REDIS_USERNAME\"" )
 
 [admin]
 address = "127.0.0.1:$admin_port"
@@ -77,6 +81,7 @@ address = "127.0.0.1:$admin_port"
 name = "demo"
 secret_sha256 = ["$HASH"]
 TOML
+export REDIS_PASSWORD="${REDIS_PASSWORD:-}"
 "$ROOT/target/release/asynq-guard" check "$WORK/asynq-guard.toml" >/dev/null
 "$ROOT/target/release/asynq-guard" serve --config "$WORK/asynq-guard.toml" 2>"$WORK/proxy.log" &
 PIDS+=($!)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::auth::Throttle;
 use crate::config::Settings;
@@ -108,6 +108,15 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         });
     }
     info!(upstream = %settings.upstream.address, tls = settings.upstream.tls.is_some(), "asynq-guard ready");
+    let upstream = Arc::clone(&settings.upstream);
+    tokio::spawn(async move {
+        match crate::upstream::probe(&upstream).await {
+            Ok(()) => info!("upstream Redis answers"),
+            Err(error) => {
+                warn!(%error, "upstream Redis is not usable yet; clients will get errors until it is")
+            }
+        }
+    });
 
     wait_for_signal().await;
     info!("shutting down");

@@ -358,6 +358,14 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         ),
     };
 
+    let clash = admin.and_then(|a| listeners.iter().find(|l| l.address == a));
+    if let Some(l) = clash {
+        return Err(invalid(
+            "admin.address",
+            format!("{} is also listener {:?}", l.address, l.name),
+        ));
+    }
+
     let l = &file.limits;
     for (field, value) in [
         ("limits.max_bulk_bytes", l.max_bulk_bytes),
@@ -423,10 +431,18 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
     let mut out: Vec<ListenerSettings> = Vec::new();
     for (i, l) in files.iter().enumerate() {
         let field = format!("listener[{i}].address");
-        let address = l
-            .address
-            .parse::<SocketAddr>()
-            .map_err(|e| (field, format!("{:?} is not ip:port ({e})", l.address)))?;
+        let address = l.address.parse::<SocketAddr>().map_err(|e| {
+            (
+                field.clone(),
+                format!("{:?} is not ip:port ({e})", l.address),
+            )
+        })?;
+        if let Some(other) = out.iter().find(|o| o.address == address) {
+            return Err((
+                field,
+                format!("{address} is also listener {:?}", other.name),
+            ));
+        }
         let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
         if out.iter().any(|o| o.name == name) {
             return Err((
@@ -722,6 +738,14 @@ mod tests {
     fn bad_values_name_their_field() {
         let cases = [
             ("[[listener]]\naddress = \"nope\"\n", "listener[0].address"),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:7000\"\n[[listener]]\naddress = \"127.0.0.1:7000\"\n",
+                "listener[1].address",
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:7000\"\n[admin]\naddress = \"127.0.0.1:7000\"\n",
+                "admin.address",
+            ),
             ("[admin]\naddress = \"x\"\n", "admin.address"),
             ("[limits]\nmax_args = 0\n", "limits.max_args"),
             (

@@ -33,7 +33,11 @@ enum Cmd {
     /// Validate a configuration file and exit: 0 if it is usable.
     Check {
         /// Configuration file (TOML).
-        config: PathBuf,
+        #[arg(required_unless_present = "config_flag")]
+        config: Option<PathBuf>,
+        /// The same, as `serve` takes it.
+        #[arg(long = "config", short = 'c', conflicts_with = "config")]
+        config_flag: Option<PathBuf>,
     },
     /// Read a secret on standard input and print the SHA-256 to put in an
     /// identity's `secret_sha256` (one trailing newline is not part of it).
@@ -63,6 +67,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn check(config: PathBuf) -> ExitCode {
+    match asynq_guard::config::load(&config) {
+        Ok(_) => {
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn hash_secret() -> ExitCode {
     use std::io::Read;
     let mut input = Vec::new();
@@ -88,16 +105,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::HashSecret => hash_secret(),
-        Cmd::Check { config } => match asynq_guard::config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Cmd::Check {
+            config,
+            config_flag,
+        } => check(config.or(config_flag).unwrap_or_default()),
         Cmd::Serve { config, log_format } => {
             init_logging(log_format);
             let settings = match asynq_guard::config::load(&config) {

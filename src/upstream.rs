@@ -110,6 +110,38 @@ pub async fn connect(
     Ok((read, write))
 }
 
+/// Checks once that Redis is reachable with the proxy's settings and
+/// answers a PING, so that a missing or wrong credential shows in the log
+/// at start instead of only in clients' errors.
+///
+/// # Errors
+///
+/// What went wrong, in words for the log.
+pub async fn probe(settings: &UpstreamSettings) -> Result<(), String> {
+    let (mut read, mut write) = connect(settings).await.map_err(|e| e.to_string())?;
+    let ping = encode_command(&[b"PING"]);
+    let reply = tokio::time::timeout(
+        settings.connect_timeout,
+        round_trip(&mut read, &mut write, &ping),
+    )
+    .await
+    .map_err(|_| "PING timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    if reply.starts_with(b"-NOAUTH") {
+        return Err(
+            "Redis requires authentication: set upstream.password_file or upstream.password_env"
+                .into(),
+        );
+    }
+    if reply.first() == Some(&b'-') {
+        return Err(format!(
+            "PING answered {}",
+            String::from_utf8_lossy(&reply[1..]).trim_end()
+        ));
+    }
+    Ok(())
+}
+
 /// The proxy's `AUTH` command for Redis, if it has credentials. The bytes
 /// hold the password: they go to Redis only, never to a log or a client.
 pub fn login_command(settings: &UpstreamSettings) -> Option<Bytes> {
