@@ -61,13 +61,9 @@ pub fn script_use(cmd: &Command, name: Option<&'static str>) -> Option<ScriptUse
 mod tests {
     use super::*;
     use crate::command::canonical_name;
-    use bytes::Bytes;
 
     fn use_of(args: &[&str]) -> Option<ScriptUse> {
-        let cmd = Command {
-            raw: Bytes::new(),
-            args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
-        };
+        let cmd = Command::from_args(args);
         script_use(&cmd, canonical_name(&cmd.args[0]))
     }
 

@@ -368,13 +368,9 @@ pub fn unsupported(cmd: &Command, c: &Classified) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn cmd(args: &[&str]) -> Command {
-        Command {
-            raw: Bytes::new(),
-            args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
-        }
+        Command::from_args(args)
     }
 
     #[test]

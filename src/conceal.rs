@@ -159,10 +159,7 @@ mod tests {
     use crate::command::canonical_name;
 
     fn cmd(args: &[&str]) -> Command {
-        Command {
-            raw: Bytes::new(),
-            args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
-        }
+        Command::from_args(args)
     }
 
     fn refused(args: &[&str]) -> bool {

@@ -113,6 +113,18 @@ impl Command {
     }
 }
 
+#[cfg(test)]
+impl Command {
+    /// A command made from its arguments, for tests of the stages that
+    /// read commands.
+    pub(crate) fn from_args(args: &[&str]) -> Command {
+        Command {
+            raw: Bytes::new(),
+            args: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
+        }
+    }
+}
+
 /// Where the header scan of the current frame stands.
 #[derive(Debug, Default)]
 struct Scan {

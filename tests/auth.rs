@@ -8,8 +8,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::{
     BINARY, Client, Deadline, Proto, Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, Value, array,
@@ -1033,20 +1032,7 @@ async fn refused_upstream_credentials_give_clients_only_a_fixed_error() {
 
 /// Runs `asynq-guard hash-secret` with `input` on standard input.
 fn hash_secret(input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(BINARY)
-        .arg("hash-secret")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn asynq-guard hash-secret");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write secret");
-    child.wait_with_output().expect("hash-secret output")
+    support::run_hash_secret(input)
 }
 
 #[test]

@@ -245,25 +245,31 @@ fn test_secret_hash() -> String {
 /// The `secret_sha256` of `secret`, computed by the binary under test
 /// (`asynq-guard hash-secret`) the way an operator would.
 pub fn secret_hash(secret: &str) -> String {
+    let out = run_hash_secret(secret.as_bytes());
+    assert!(out.status.success(), "hash-secret failed");
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_string()
+}
+
+/// Runs `asynq-guard hash-secret` with `input` on its standard input.
+pub fn run_hash_secret(input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(BINARY)
         .arg("hash-secret")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn asynq-guard hash-secret");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(secret.as_bytes())
+        .write_all(input)
         .expect("write secret");
-    let out = child.wait_with_output().expect("hash-secret output");
-    assert!(out.status.success(), "hash-secret failed");
-    String::from_utf8(out.stdout)
-        .expect("hex")
-        .trim()
-        .to_string()
+    child.wait_with_output().expect("hash-secret output")
 }
 
 impl Drop for Proxy {
