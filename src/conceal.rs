@@ -87,9 +87,11 @@ pub fn refusal(cmd: &Command, name: Option<&'static str>) -> Option<String> {
 /// `CLIENT TRACKING … REDIRECT <id>` sends invalidation messages to
 /// another connection, possibly another identity's.
 fn has_redirect(cmd: &Command) -> bool {
-    cmd.args[2..]
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(b"redirect"))
+    // Redis reads the option only up to a NUL byte, and so does this.
+    cmd.args.iter().skip(2).any(|a| {
+        let word = a.split(|b| *b == 0).next().unwrap_or_default();
+        word.eq_ignore_ascii_case(b"redirect")
+    })
 }
 
 /// An error reply naming the proxy's own Redis user (Redis 7.2 and later
@@ -180,6 +182,7 @@ mod tests {
             &["CLUSTER", "MEET", "10.0.0.1", "6379"],
             &["CLIENT", "SETNAME\0x", "n"],
             &["CLIENT", "TRACKING", "on", "REDIRECT", "7"],
+            &["CLIENT", "TRACKING", "on", "redirect\0x", "7"],
             &["REPLICAOF", "10.0.0.1", "6379"],
             &["MIGRATE", "10.0.0.1", "6379", "k", "0", "1000"],
             &["DEBUG", "SLEEP", "0"],

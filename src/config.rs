@@ -358,8 +358,8 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         ),
     };
 
-    let clash = admin.and_then(|a| listeners.iter().find(|l| l.address == a));
-    if let Some(l) = clash {
+    let taken = admin.and_then(|a| listeners.iter().find(|l| clash(l.address, a)));
+    if let Some(l) = taken {
         return Err(invalid(
             "admin.address",
             format!("{} is also listener {:?}", l.address, l.name),
@@ -419,6 +419,12 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
 
 type FieldError = (String, String);
 
+/// Whether two listen addresses cannot both be bound: the same port, and
+/// the same address or a wildcard (0.0.0.0, [::]) on either side.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, FieldError> {
     if files.is_empty() {
         return Ok(vec![ListenerSettings {
@@ -437,7 +443,7 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
                 format!("{:?} is not ip:port ({e})", l.address),
             )
         })?;
-        if let Some(other) = out.iter().find(|o| o.address == address) {
+        if let Some(other) = out.iter().find(|o| clash(o.address, address)) {
             return Err((
                 field,
                 format!("{address} is also listener {:?}", other.name),

@@ -21,7 +21,7 @@
 //! still waiting gets an error reply and the client is disconnected.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -185,12 +185,23 @@ where
         },
         &shared,
     );
-    let replies = replies::relay_replies(up_read, client_write, rx, pending, &shared);
+    let client_gone = Arc::new(AtomicBool::new(false));
+    let replies = replies::relay_replies(
+        up_read,
+        client_write,
+        rx,
+        pending,
+        Arc::clone(&client_gone),
+        &shared,
+    );
     tokio::pin!(requests, replies);
     tokio::select! {
         end = &mut replies => debug!(?end, "session closed by reply side"),
         end = &mut requests => {
             debug!(?end, "client stopped sending");
+            if matches!(end, RequestEnd::ClientClosed | RequestEnd::ClientError(_)) {
+                client_gone.store(true, Ordering::Relaxed);
+            }
             // The upstream write half stays open meanwhile: closing it
             // would make Redis drop the replies still owed.
             match tokio::time::timeout(DRAIN, replies).await {

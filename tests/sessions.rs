@@ -150,3 +150,21 @@ async fn clients_leaving_with_replies_owed_are_not_counted_as_redis_failures() {
     let lost = "asynq_guard_upstream_errors_total{kind=\"lost\"}";
     assert_eq!(metric(&metrics, lost), Some(0.0), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_client_leaving_during_blpop_releases_it_and_nothing_is_popped_for_it() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let mut direct = redis.client().await;
+    let mut client = proxy.client().await;
+    client.send(&["BLPOP", "jobs", "0"]).await;
+    wait_for_info(&mut direct, "clients", "blocked_clients", 1).await;
+    drop(client);
+    // Redis drops a departed client's blocking pop; so must the proxy.
+    wait_for_info(&mut direct, "clients", "blocked_clients", 0).await;
+    assert_eq!(
+        direct.cmd(&["LPUSH", "jobs", "job-1"]).await,
+        support::int(1)
+    );
+    assert_eq!(direct.cmd(&["LLEN", "jobs"]).await, support::int(1));
+}

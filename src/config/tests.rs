@@ -77,6 +77,10 @@ fn bad_values_name_their_field() {
             "[[listener]]\naddress = \"127.0.0.1:7000\"\n[admin]\naddress = \"127.0.0.1:7000\"\n",
             "admin.address",
         ),
+        (
+            "[[listener]]\naddress = \"0.0.0.0:7000\"\n[[listener]]\naddress = \"127.0.0.1:7000\"\n",
+            "listener[1].address",
+        ),
         ("[admin]\naddress = \"x\"\n", "admin.address"),
         ("[limits]\nmax_args = 0\n", "limits.max_args"),
         (

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -100,6 +100,14 @@ struct ReplyState {
 }
 
 impl ReplyState {
+    /// Whether a command that may wait on data (BLPOP, SUBSCRIBE …) is
+    /// still owed a reply; only those are sent without a timestamp.
+    fn blocked(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|s| matches!(s, Slot::Upstream { sent: None, .. }))
+    }
+
     /// Retires the slot at the head of the queue.
     fn pop(&mut self) -> Option<Slot> {
         let slot = self.queue.pop_front()?;
@@ -277,6 +285,7 @@ pub(super) async fn relay_replies<W>(
     mut client: W,
     mut slots: mpsc::UnboundedReceiver<Vec<Slot>>,
     pending: Arc<AtomicUsize>,
+    client_gone: Arc<AtomicBool>,
     shared: &Shared,
 ) -> ReplyEnd
 where
@@ -302,6 +311,12 @@ where
             return ReplyEnd::Closed;
         }
         if requests_done && st.queue.is_empty() {
+            return ReplyEnd::Done;
+        }
+        if requests_done && client_gone.load(Ordering::Relaxed) && st.blocked() {
+            // The client is gone and a blocking command waits: Redis
+            // would drop the connection now, so that a value pushed
+            // later is not popped for nobody.
             return ReplyEnd::Done;
         }
         tokio::select! {
