@@ -378,7 +378,7 @@ where
                 if raw.len() > COPY_LIMIT {
                     // Queue the slots, then write what is buffered and the
                     // large command itself without copying it.
-                    if !queue(&slots, &pending, std::mem::take(&mut batch), shared) {
+                    if !queue(&slots, &pending, std::mem::take(&mut batch)) {
                         return RequestEnd::RepliesGone;
                     }
                     if let Err(e) = write_out(upstream, &mut out).await {
@@ -403,7 +403,7 @@ where
             batch.push(over);
             end = Some(RequestEnd::BadInput("max_pending_commands"));
         }
-        if !batch.is_empty() && !queue(&slots, &pending, batch, shared) {
+        if !batch.is_empty() && !queue(&slots, &pending, batch) {
             return RequestEnd::RepliesGone;
         }
         if let Err(e) = write_out(upstream, &mut out).await {
@@ -434,7 +434,6 @@ fn queue(
     slots: &mpsc::UnboundedSender<Vec<Slot>>,
     pending: &AtomicUsize,
     batch: Vec<Slot>,
-    _shared: &Shared,
 ) -> bool {
     pending.fetch_add(batch.len(), Ordering::Relaxed);
     slots.send(batch).is_ok()

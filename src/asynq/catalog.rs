@@ -8,6 +8,9 @@
 //! bodies of every pinned version from the Go module cache and fails if one
 //! is missing here.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 /// Which asynq component sends a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -371,14 +374,20 @@ pub const SCRIPTS: &[Script] = &[
     },
 ];
 
+/// The catalog by hash: looked up for every EVALSHA, asynq's most
+/// frequent command.
+static BY_SHA: LazyLock<HashMap<&'static [u8], &'static Script>> =
+    LazyLock::new(|| SCRIPTS.iter().map(|s| (s.sha.as_bytes(), s)).collect());
+
 /// The catalogued script whose body has SHA-1 `sha` (hex, any case).
 pub fn by_sha(sha: &[u8]) -> Option<&'static Script> {
-    if sha.len() != 40 {
+    let mut lower = [0u8; 40];
+    if sha.len() != lower.len() {
         return None;
     }
-    SCRIPTS
-        .iter()
-        .find(|s| s.sha.as_bytes().eq_ignore_ascii_case(sha))
+    lower.copy_from_slice(sha);
+    lower.make_ascii_lowercase();
+    BY_SHA.get(&lower[..]).copied()
 }
 
 /// The catalogued script with this exact body.
