@@ -688,20 +688,9 @@ const UPSTREAM_PASSWORD: &str = "Upstream-Pass-e93b05d1";
 /// A Redis whose only enabled user is the proxy's, and a client logged in
 /// to it directly as that user (for looking behind the proxy's back).
 async fn redis_with_acl_user() -> (Redis, Client) {
-    let password = format!(">{UPSTREAM_PASSWORD}");
-    let redis = Redis::start_with_args(&[
-        "--user",
-        UPSTREAM_USER,
-        "on",
-        &password,
-        "~*",
-        "&*",
-        "+@all",
-        "--user",
-        "default",
-        "off",
-    ])
-    .await;
+    let args = support::only_user_args(UPSTREAM_USER, UPSTREAM_PASSWORD);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let redis = Redis::start_with_args(&args).await;
     let direct = Client::connect_as(&redis.address(), UPSTREAM_USER, UPSTREAM_PASSWORD).await;
     (redis, direct)
 }

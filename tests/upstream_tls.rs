@@ -16,8 +16,7 @@ const PROXY_PASSWORD: &str = "upstream-pw-5e1b";
 async fn tls_redis(ca: &Ca, dir: &TempDir, tls_port: u16) -> Redis {
     let server = ca.server().write(dir.path(), "redis");
     let ca_file = write_ca(dir.path(), "redis-ca.pem", &ca.pem());
-    let password = format!(">{PROXY_PASSWORD}");
-    Redis::start_with_args(&[
+    let mut args: Vec<String> = [
         "--tls-port",
         &tls_port.to_string(),
         "--tls-cert-file",
@@ -28,19 +27,13 @@ async fn tls_redis(ca: &Ca, dir: &TempDir, tls_port: u16) -> Redis {
         &ca_file.display().to_string(),
         "--tls-auth-clients",
         "yes",
-        // ACL rules follow the user name as separate arguments.
-        "--user",
-        PROXY_USER,
-        "on",
-        &password,
-        "~*",
-        "&*",
-        "+@all",
-        "--user",
-        "default",
-        "off",
-    ])
-    .await
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(support::only_user_args(PROXY_USER, PROXY_PASSWORD));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Redis::start_with_args(&args).await
 }
 
 /// A proxy in front of Redis's TLS port that trusts `trusted`, presents a

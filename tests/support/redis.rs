@@ -18,6 +18,20 @@ pub struct Redis {
     args: Vec<String>,
 }
 
+/// Arguments that make `user` (with `password`) Redis's only enabled
+/// user, with every permission: how a Redis in front of which the proxy
+/// logs in as its own ACL user is set up. ACL rules follow the user name
+/// as separate arguments.
+pub fn only_user_args(user: &str, password: &str) -> Vec<String> {
+    let password = format!(">{password}");
+    [
+        "--user", user, "on", &password, "~*", "&*", "+@all", "--user", "default", "off",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 impl Redis {
     /// Starts Redis on a free port and waits until it answers PING.
     pub async fn start() -> Redis {
