@@ -28,8 +28,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Prints N distinct free ports (default 1); all are held while picked, so
+# none is handed out twice.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    python3 -c 'import socket,sys
+held=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "${1:-1}"
 }
 wait_port() {
     for _ in $(seq 1 100); do
@@ -58,8 +63,7 @@ if [ -z "${REDIS_ADDR:-}" ]; then
     echo "==> started redis-server on $REDIS_ADDR"
 fi
 
-proxy_port=$(free_port)
-admin_port=$(free_port)
+read -r proxy_port admin_port <<<"$(free_port 2)"
 # The demo identity's secret is made up for this run; the configuration
 # holds only its hash.
 SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')

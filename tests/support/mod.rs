@@ -57,6 +57,17 @@ pub fn free_port() -> u16 {
     socket.local_addr().expect("local address").port()
 }
 
+/// `n` different ports nobody listens on right now: all are held at once
+/// while they are picked, so the kernel cannot hand out one twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<StdListener> = (0..n)
+        .map(|_| StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|s| s.local_addr().expect("local address").port())
+        .collect()
+}
+
 /// A deadline of [`HANG`] for a loop that waits for a condition.
 pub struct Deadline {
     until: Instant,

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{
-    BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_port, kill_child, signal, within,
+    BINARY, Client, Deadline, PORT_ATTEMPTS, Redis, TempDir, free_ports, kill_child, signal, within,
 };
 
 /// The identity every generated configuration has, unless the test
@@ -77,12 +77,14 @@ impl ProxyBuilder {
             child: None,
         };
         for _ in 0..PORT_ATTEMPTS {
-            proxy.port = free_port();
-            proxy.admin_port = free_port();
+            // Distinct ports: the proxy refuses two listeners on one.
+            let mut ports = free_ports(2 + self.listeners.len()).into_iter();
+            proxy.port = ports.next().expect("port");
+            proxy.admin_port = ports.next().expect("port");
             proxy.listeners = self
                 .listeners
                 .iter()
-                .map(|(name, _)| (name.clone(), free_port()))
+                .map(|(name, _)| (name.clone(), ports.next().expect("port")))
                 .collect();
             if proxy.try_start(&self).await {
                 return proxy;
