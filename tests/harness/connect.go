@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -16,13 +15,14 @@ type tlsFlags struct {
 	ca, cert, key, serverName string
 }
 
-// redisOpt is the connection every asynq component of the run uses.
-// A TLS setup that cannot be loaded ends the run: nothing would connect.
-func redisOpt(cfg config) asynq.RedisClientOpt {
+// redisOpt is a connection to the -redis address, over TLS when asked,
+// logged in as l. A TLS setup that cannot be loaded ends the run: nothing
+// would connect.
+func redisOpt(cfg config, l login) asynq.RedisClientOpt {
 	opt := asynq.RedisClientOpt{
 		Addr:     cfg.redisAddr,
-		Username: cfg.username,
-		Password: cfg.password,
+		Username: l.Username,
+		Password: l.Password,
 	}
 	if cfg.tls.ca != "" {
 		tc, err := cfg.tls.load(cfg.redisAddr)
@@ -59,27 +59,4 @@ func (t tlsFlags) load(addr string) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{pair}
 	}
 	return tc, nil
-}
-
-// probe enqueues one task and prints whether asynq accepted it and, if
-// not, the error asynq returned, so a test can check what a refused
-// client is told.
-func probe(cfg config) int {
-	client := asynq.NewClient(redisOpt(cfg))
-	defer client.Close()
-	out := struct {
-		OK    bool   `json:"ok"`
-		Error string `json:"error,omitempty"`
-		ID    string `json:"id,omitempty"`
-	}{}
-	info, err := client.Enqueue(asynq.NewTask("probe", []byte("probe")), asynq.Queue("probe"))
-	if err != nil {
-		out.Error = err.Error()
-	} else {
-		out.OK, out.ID = true, info.ID
-	}
-	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
-		return 1
-	}
-	return 0
 }

@@ -7,6 +7,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -62,40 +66,95 @@ func (sc *scenario) cancelLongTask(ctx context.Context) {
 	sc.cancelAndWait(long)
 }
 
-// findWorker polls Servers() until our server lists the long task as one
-// of its active workers.
+// findWorker polls Servers() until one of our servers lists the long task
+// as one of its active workers and every server started is listed. Every
+// server writes its state as it starts, and the worker appears only a beat
+// later, so waiting for all of them costs nothing.
 func (sc *scenario) findWorker(ctx context.Context, long *plannedTask) {
 	var lastErr error
-	found := poll(ctx, workerVisibleWithin, func() bool {
-		servers, err := sc.insp.Servers()
+	var servers []*asynq.ServerInfo
+	var holder *asynq.ServerInfo
+	var worker *asynq.WorkerInfo
+	poll(ctx, workerVisibleWithin, func() bool {
+		list, err := sc.insp.Servers()
 		lastErr = err
-		sc.sum.ServersSeen = len(servers)
-		for _, s := range servers {
-			for _, w := range s.ActiveWorkers {
-				if w.TaskID == long.id {
-					sc.checkWorker(s, w, long)
-					return true
-				}
-			}
+		if err != nil {
+			return false
 		}
-		return false
+		servers = list
+		holder, worker = workerOf(list, long.id)
+		return worker != nil && len(list) >= len(sc.srvs)
 	})
-	sc.sum.WorkersSeen = found
+	sc.sum.WorkersSeen = worker != nil
 	sc.sum.Timing.WorkerSeenAfterMS = time.Since(sc.serverStarted).Milliseconds()
-	sc.rep.expect(found, "workers_seen", "long task not among active workers (last error %v)", lastErr)
-	expectEqual(sc.rep, "servers_seen", sc.sum.ServersSeen, 1)
+	if sc.rep.expect(worker != nil, "workers_seen",
+		"long task not among active workers (last error %v)", lastErr) {
+		sc.checkWorker(holder, worker, long)
+	}
+	sc.checkServerList(servers)
 }
 
-// checkWorker compares what the heartbeat stored with what was enqueued;
-// the worker record embeds the task payload.
+// workerOf finds the server and worker running the task with this id.
+func workerOf(servers []*asynq.ServerInfo, id string) (*asynq.ServerInfo, *asynq.WorkerInfo) {
+	for _, s := range servers {
+		for _, w := range s.ActiveWorkers {
+			if w.TaskID == id {
+				return s, w
+			}
+		}
+	}
+	return nil, nil
+}
+
+// checkWorker compares what the heartbeat stored with what was enqueued
+// (the worker record embeds the task payload), and expects the task on
+// the server that was started for its queue.
 func (sc *scenario) checkWorker(s *asynq.ServerInfo, w *asynq.WorkerInfo, long *plannedTask) {
 	ok := w.TaskType == string(kindLong) && w.Queue == long.queue &&
 		string(w.TaskPayload) == string(long.payload)
 	sc.rep.expect(ok, "worker_info", "type %q queue %q, payload match %v",
 		w.TaskType, w.Queue, string(w.TaskPayload) == string(long.payload))
-	ok = s.Concurrency == serverConcurrency && len(s.Queues) == len(workQueues)+1 && s.Status == "active"
-	sc.rep.expect(ok, "server_info", "concurrency %d queues %v status %q",
-		s.Concurrency, s.Queues, s.Status)
+	want := ""
+	for _, p := range sc.srvFor {
+		if _, ok := p.queues[long.queue]; ok {
+			want = queueSet(p.queues)
+		}
+	}
+	ok = s.Concurrency == serverConcurrency && queueSet(s.Queues) == want && s.Status == "active"
+	sc.rep.expect(ok, "server_info", "concurrency %d queues %v status %q, want queues %s",
+		s.Concurrency, s.Queues, s.Status, want)
+}
+
+// checkServerList expects Servers() to list exactly the servers started:
+// each of this process, active, with the configured concurrency, and
+// with the queues and priorities it was started with.
+func (sc *scenario) checkServerList(servers []*asynq.ServerInfo) {
+	want := map[string]int{} // queue set → servers started with it
+	for _, p := range sc.srvFor {
+		want[queueSet(p.queues)]++
+	}
+	got := map[string]int{}
+	ok := true
+	for _, s := range servers {
+		got[queueSet(s.Queues)]++
+		if s.PID != os.Getpid() || s.Concurrency != serverConcurrency || s.Status != "active" {
+			ok = false
+			sc.rep.failf("servers_listed", "server %s: pid %d concurrency %d status %q",
+				s.ID, s.PID, s.Concurrency, s.Status)
+		}
+	}
+	ok = ok && maps.Equal(got, want)
+	sc.sum.ServersListed = ok
+	sc.rep.expect(maps.Equal(got, want), "servers_listed", "listed %v, started %v", got, want)
+}
+
+// queueSet renders a server's queues and priorities in a fixed order.
+func queueSet(queues map[string]int) string {
+	parts := make([]string, 0, len(queues))
+	for _, q := range sortedKeys(queues) {
+		parts = append(parts, fmt.Sprintf("%s:%d", q, queues[q]))
+	}
+	return strings.Join(parts, ",")
 }
 
 // checkActiveListing expects the long task in its queue's active list.
@@ -116,7 +175,7 @@ func (sc *scenario) checkActiveListing(long *plannedTask) {
 func (sc *scenario) cancelAndWait(long *plannedTask) {
 	for attempt := 0; attempt < cancelAttempts; attempt++ {
 		sc.sum.Timing.CancelPublishes++
-		if err := sc.insp.CancelProcessing(long.id); err != nil {
+		if err := sc.ops.CancelProcessing(long.id); err != nil {
 			sc.rep.failf("cancel", "CancelProcessing: %v", err)
 			return
 		}
@@ -147,7 +206,7 @@ func (sc *scenario) runHeldRetries(ctx context.Context) {
 		ok := info.State == asynq.TaskStateRetry && info.Retried == 1 && info.LastErr == errPlanned.Error()
 		sc.rep.expect(ok, "retry_info", "%s: state %v retried %d last error %q",
 			info.ID, info.State, info.Retried, info.LastErr)
-		if err := sc.insp.RunTask(info.Queue, info.ID); err != nil {
+		if err := sc.ops.RunTask(info.Queue, info.ID); err != nil {
 			sc.rep.failf("retry_run", "%s: %v", info.ID, err)
 			continue
 		}

@@ -10,13 +10,25 @@
 //
 // Usage:
 //
-//	harness -redis 127.0.0.1:6379 [-username u -password p] [-tasks 2000]
-//	        [-timeout 3m] [-out summary.json] [-quiet]
+//	harness -redis 127.0.0.1:6379 [-username u -password p | -logins logins.json]
+//	        [-tasks 2000] [-timeout 3m] [-out summary.json] [-quiet]
 //	        [-tls-ca ca.pem [-tls-cert c.pem -tls-key k.pem] [-tls-server-name n]]
-//	harness -redis ... -probe   (one enqueue; prints {"ok":…,"error":…})
+//	harness -redis ... -probe [-probe-queue probe] [-probe-type probe]
+//	        (one enqueue; prints {"ok":…,"error":…,"id":…})
+//	harness -redis ... -worker-check -worker-queues A,B [-worker-for 5s]
+//	        (one Server on those queues; prints what it processed and the
+//	        errors asynq logged)
+//	harness -redis ... -dashboard-check -queue Q -task-id ID [-entry-id E] [-group G]
+//	        (every Inspector read and mutation once; prints each outcome)
 //
-// Exit status: 0 when every check passed, 1 when a check failed (the
-// failures go to stderr and into the summary), 2 on bad flags.
+// -logins runs the scenario with one login per component: producer
+// (Client), scheduler, dashboard (Inspector reads), operator (Inspector
+// mutations) and one Server per queue under "workers"; see logins.go.
+//
+// Exit status of the scenario: 0 when every check passed, 1 when a check
+// failed (the failures go to stderr and into the summary), 2 on bad
+// flags. The three modes exit 0 whenever they ran, whatever their calls
+// returned, and 2 on bad flags.
 package main
 
 import (
@@ -24,57 +36,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"time"
 )
 
-type config struct {
-	redisAddr string
-	username  string
-	password  string
-	tasks     int
-	timeout   time.Duration
-	out       string
-	quiet     bool
-	probe     bool
-	tls       tlsFlags
-}
-
 // watchdogGrace is how long past -timeout the harness waits for a clean
 // shutdown before it gives up and exits on its own.
 const watchdogGrace = 30 * time.Second
-
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var cfg config
-	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.redisAddr, "redis", "", "Redis (or proxy) address, host:port (required)")
-	fs.StringVar(&cfg.username, "username", "", "Redis username; empty for none")
-	fs.StringVar(&cfg.password, "password", "", "Redis password; empty for none")
-	fs.IntVar(&cfg.tasks, "tasks", 2000, fmt.Sprintf("number of tasks to enqueue (at least %d)", minTasks))
-	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Minute, "bound for the whole run")
-	fs.StringVar(&cfg.out, "out", "", "write the JSON summary to this file instead of stdout")
-	fs.BoolVar(&cfg.quiet, "quiet", false, "print nothing but failures and the summary")
-	fs.BoolVar(&cfg.probe, "probe", false, "only enqueue one task and print the outcome as JSON (exit 0 either way)")
-	fs.StringVar(&cfg.tls.ca, "tls-ca", "", "PEM CA file: connect over TLS and trust this CA")
-	fs.StringVar(&cfg.tls.cert, "tls-cert", "", "PEM client certificate (mutual TLS)")
-	fs.StringVar(&cfg.tls.key, "tls-key", "", "PEM client key (mutual TLS)")
-	fs.StringVar(&cfg.tls.serverName, "tls-server-name", "", "name to verify in the server certificate (default: the -redis host)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	switch {
-	case cfg.redisAddr == "":
-		return cfg, errors.New("-redis is required")
-	case cfg.tasks < minTasks:
-		// Below this some kinds would get too few tasks to say much.
-		return cfg, fmt.Errorf("-tasks must be at least %d", minTasks)
-	case cfg.timeout <= 0:
-		return cfg, errors.New("-timeout must be positive")
-	}
-	return cfg, nil
-}
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
@@ -85,8 +53,13 @@ func main() {
 		os.Exit(2)
 	}
 
-	if cfg.probe {
+	switch {
+	case cfg.probe:
 		os.Exit(probe(cfg))
+	case cfg.workerCheck:
+		os.Exit(workerCheck(cfg))
+	case cfg.dashboardCheck:
+		os.Exit(dashboardCheck(cfg))
 	}
 
 	rep := newReport(cfg.quiet)

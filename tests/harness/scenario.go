@@ -4,14 +4,19 @@ package main
 //
 //  1. enqueue the plan with a Client (no server yet)        enqueue.go
 //  2. inspect the untouched queues                          snapshot.go
-//  3. start a Scheduler and a Server                        this file
+//  3. start a Scheduler and the Server(s)                   this file
 //  4. cancel the long task, run the held retries, watch the
 //     scheduler, wait until every queue has settled         flows.go
 //  5. check the final state through the Inspector           checks.go
-//  6. shut down and check that both deregistered            this file
+//  6. shut down and check that all of them deregistered     this file
+//
+// Without -logins every component shares one login and one Server works
+// all queues. With -logins (roles.go) each component has its own login
+// and each queue its own Server; the summary must come out the same.
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -36,10 +41,12 @@ type scenario struct {
 	rec    *recorder
 	sum    *Summary
 	plan   []*plannedTask
-	redis  asynq.RedisClientOpt
+	conns  connections
 	client *asynq.Client
-	insp   *asynq.Inspector
-	srv    *asynq.Server
+	insp   dashboard // every Inspector read goes through here
+	ops    operator  // every Inspector mutation goes through here
+	srvs   []*asynq.Server
+	srvFor []serverPlan // what each of srvs was started with
 	sched  *asynq.Scheduler
 
 	entryID        string    // the periodic entry's id
@@ -57,14 +64,20 @@ func run(ctx context.Context, cfg config, rep *report) *Summary {
 		rec:   newRecorder(),
 		sum:   newSummary(cfg.tasks),
 		plan:  buildPlan(cfg.tasks),
-		redis: redisOpt(cfg),
+		conns: newConnections(cfg),
 	}
 	sc.sum.AsynqVersion = moduleVersion("github.com/hibiken/asynq")
 	sc.sum.Timing.GoRedisVersion = moduleVersion("github.com/redis/go-redis/v9")
-	sc.client = asynq.NewClient(sc.redis)
+	sc.client = asynq.NewClient(sc.conns.producer)
 	defer sc.client.Close()
-	sc.insp = asynq.NewInspector(sc.redis)
-	defer sc.insp.Close()
+	reads := asynq.NewInspector(sc.conns.dashboard)
+	defer reads.Close()
+	sc.insp, sc.ops = reads, reads
+	if !sc.conns.shared {
+		ops := asynq.NewInspector(sc.conns.operator)
+		defer ops.Close()
+		sc.ops = ops
+	}
 
 	sc.phases(ctx)
 	sc.sum.Timing.TotalMS = time.Since(start).Milliseconds()
@@ -73,6 +86,9 @@ func run(ctx context.Context, cfg config, rep *report) *Summary {
 
 func (sc *scenario) phases(ctx context.Context) {
 	t := time.Now()
+	if !sc.conns.shared {
+		sc.rep.logf("one login per component, one server per queue")
+	}
 	sc.rep.logf("enqueueing %d tasks to %s", len(sc.plan), sc.cfg.redisAddr)
 	sc.enqueuePlan(ctx)
 	sc.sum.Timing.EnqueueMS = time.Since(t).Milliseconds()
@@ -91,7 +107,7 @@ func (sc *scenario) phases(ctx context.Context) {
 	}
 	defer sc.shutdown()
 
-	sc.rep.logf("server running; cancelling the long task")
+	sc.rep.logf("%d server(s) running; cancelling the long task", len(sc.srvs))
 	sc.cancelLongTask(ctx)
 	sc.runHeldRetries(ctx)
 	sc.watchScheduler(ctx)
@@ -103,12 +119,12 @@ func (sc *scenario) phases(ctx context.Context) {
 }
 
 // startWorkers starts the scheduler first, so that its first heartbeat
-// overlaps with the processing, then the server. The heartbeat comes 5 s
+// overlaps with the processing, then the server(s). The heartbeat comes 5 s
 // after start in v0.24 and 10 s in v0.25+; SchedulerOpts.HeartbeatInterval
 // would shorten it but does not exist in v0.24.
 func (sc *scenario) startWorkers() bool {
 	logger, level := asynqLogger(sc.cfg.quiet)
-	sc.sched = asynq.NewScheduler(sc.redis, &asynq.SchedulerOpts{Logger: logger, LogLevel: level})
+	sc.sched = asynq.NewScheduler(sc.conns.scheduler, &asynq.SchedulerOpts{Logger: logger, LogLevel: level})
 	id, err := sc.sched.Register(periodicSpec,
 		asynq.NewTask(typePeriodic, []byte("tick")), asynq.Queue(periodicQueue))
 	if !sc.rep.expect(err == nil, "scheduler_register", "%v", err) {
@@ -121,21 +137,24 @@ func (sc *scenario) startWorkers() bool {
 	}
 	sc.schedulerStart = time.Now()
 
-	sc.srv = asynq.NewServer(sc.redis, sc.serverConfig(logger, level))
-	if err := sc.srv.Start(sc.rec.mux()); err != nil {
-		sc.rep.failf("server_start", "%v", err)
-		sc.sched.Shutdown()
-		return false
+	for _, p := range sc.conns.servers() {
+		srv := asynq.NewServer(p.redis, serverConfig(p.queues, logger, level))
+		if err := srv.Start(sc.rec.mux()); err != nil {
+			sc.rep.failf("server_start", "queues %v: %v", p.queues, err)
+			close(sc.rec.release) // a started server may hold the long task
+			sc.stopServers()
+			sc.sched.Shutdown()
+			return false
+		}
+		sc.srvs = append(sc.srvs, srv)
+		sc.srvFor = append(sc.srvFor, p)
 	}
 	sc.serverStarted = time.Now()
 	return true
 }
 
-func (sc *scenario) serverConfig(logger asynq.Logger, level asynq.LogLevel) asynq.Config {
-	queues := map[string]int{periodicQueue: 1}
-	for i, q := range workQueues {
-		queues[q] = 2 * (len(workQueues) - i) // critical 6, default 4, low 2
-	}
+// serverConfig is the one Config of every Server; only the queues differ.
+func serverConfig(queues map[string]int, logger asynq.Logger, level asynq.LogLevel) asynq.Config {
 	return asynq.Config{
 		Concurrency:              serverConcurrency,
 		Queues:                   queues,
@@ -160,12 +179,26 @@ func retryDelayFor(n int, err error, t *asynq.Task) time.Duration {
 	return retryDelay
 }
 
-// shutdown stops server and scheduler, then checks that both removed
+// stopServers shuts the started servers down side by side: each may wait
+// up to a second for its idle processor, which adds up one after another.
+func (sc *scenario) stopServers() {
+	var wg sync.WaitGroup
+	for _, srv := range sc.srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv.Shutdown()
+		}()
+	}
+	wg.Wait()
+}
+
+// shutdown stops servers and scheduler, then checks that all removed
 // themselves from Redis (their clear-state writes must get through).
 func (sc *scenario) shutdown() {
 	t := time.Now()
 	close(sc.rec.release)
-	sc.srv.Shutdown()
+	sc.stopServers()
 	sc.sched.Shutdown()
 	sc.sum.Timing.ShutdownMS = time.Since(t).Milliseconds()
 	sc.sum.Timing.SchedulerFirings = sc.rec.periodicCount()
@@ -180,5 +213,5 @@ func (sc *scenario) shutdown() {
 		sc.sum.SchedulerEntriesAfterShutdown = len(entries)
 		expectEqual(sc.rep, "scheduler_entries_after_shutdown", len(entries), 0)
 	}
-	sc.rep.logf("server and scheduler shut down")
+	sc.rep.logf("servers and scheduler shut down")
 }

@@ -48,7 +48,7 @@ type Summary struct {
 
 	InspectorQueues      int                    `json:"inspector_queues"`
 	InspectorQueuesFinal int                    `json:"inspector_queues_final"`
-	ServersSeen          int                    `json:"servers_seen"`
+	ServersListed        bool                   `json:"servers_listed"` // Servers() showed exactly the servers started
 	WorkersSeen          bool                   `json:"workers_seen"`
 	ActiveListed         bool                   `json:"active_listed"`
 	FinalQueues          map[string]QueueCounts `json:"final_queues"`

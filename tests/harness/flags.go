@@ -1,0 +1,181 @@
+package main
+
+// Command-line flags. Besides the scenario there are three small modes
+// (-probe, -worker-check, -dashboard-check); each has flags of its own,
+// and giving one of those without its mode is an error rather than
+// something silently ignored, since a test that misspells its mode would
+// otherwise run the whole scenario instead.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+type config struct {
+	redisAddr string
+	username  string
+	password  string
+	logins    *logins // -logins: one login per component; nil: -username/-password for all
+	tasks     int
+	timeout   time.Duration
+	out       string
+	quiet     bool
+	tls       tlsFlags
+
+	probe      bool
+	probeQueue string
+	probeType  string
+
+	workerCheck  bool
+	workerQueues []string
+	workerFor    time.Duration
+
+	dashboardCheck bool
+	queue          string
+	taskID         string
+	entryID        string
+	group          string
+}
+
+// modeFlags names the mode each mode-only flag belongs to.
+var modeFlags = map[string]string{
+	"probe-queue":   "probe",
+	"probe-type":    "probe",
+	"worker-queues": "worker-check",
+	"worker-for":    "worker-check",
+	"queue":         "dashboard-check",
+	"task-id":       "dashboard-check",
+	"entry-id":      "dashboard-check",
+	"group":         "dashboard-check",
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	var loginsPath, workerQueues string
+	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.redisAddr, "redis", "", "Redis (or proxy) address, host:port (required)")
+	fs.StringVar(&cfg.username, "username", "", "Redis username; empty for none")
+	fs.StringVar(&cfg.password, "password", "", "Redis password; empty for none")
+	fs.StringVar(&loginsPath, "logins", "", "JSON file with one login per component (producer, scheduler, dashboard, operator, workers per queue)")
+	fs.IntVar(&cfg.tasks, "tasks", 2000, fmt.Sprintf("number of tasks to enqueue (at least %d)", minTasks))
+	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Minute, "bound for the whole run")
+	fs.StringVar(&cfg.out, "out", "", "write the JSON summary to this file instead of stdout")
+	fs.BoolVar(&cfg.quiet, "quiet", false, "print nothing but failures and the summary")
+	fs.StringVar(&cfg.tls.ca, "tls-ca", "", "PEM CA file: connect over TLS and trust this CA")
+	fs.StringVar(&cfg.tls.cert, "tls-cert", "", "PEM client certificate (mutual TLS)")
+	fs.StringVar(&cfg.tls.key, "tls-key", "", "PEM client key (mutual TLS)")
+	fs.StringVar(&cfg.tls.serverName, "tls-server-name", "", "name to verify in the server certificate (default: the -redis host)")
+
+	fs.BoolVar(&cfg.probe, "probe", false, "only enqueue one task and print the outcome as JSON (exit 0 either way)")
+	fs.StringVar(&cfg.probeQueue, "probe-queue", "probe", "queue of the -probe task")
+	fs.StringVar(&cfg.probeType, "probe-type", "probe", "task type of the -probe task")
+
+	fs.BoolVar(&cfg.workerCheck, "worker-check", false, "only run one Server on -worker-queues for -worker-for and print what it processed as JSON")
+	fs.StringVar(&workerQueues, "worker-queues", "", "comma-separated queues of the -worker-check Server")
+	fs.DurationVar(&cfg.workerFor, "worker-for", 5*time.Second, "how long the -worker-check Server runs")
+
+	fs.BoolVar(&cfg.dashboardCheck, "dashboard-check", false, "only call every Inspector read and mutation once and print the outcomes as JSON")
+	fs.StringVar(&cfg.queue, "queue", "", "queue the -dashboard-check calls name")
+	fs.StringVar(&cfg.taskID, "task-id", "", "task id the -dashboard-check calls name")
+	fs.StringVar(&cfg.entryID, "entry-id", "harness-no-entry", "scheduler entry id for -dashboard-check's ListSchedulerEnqueueEvents")
+	fs.StringVar(&cfg.group, "group", "g0", "group for -dashboard-check's aggregating-task calls")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := cfg.checkModes(fs, loginsPath); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.redisAddr == "":
+		return cfg, errors.New("-redis is required")
+	case cfg.tasks < minTasks:
+		// Below this some kinds would get too few tasks to say much.
+		return cfg, fmt.Errorf("-tasks must be at least %d", minTasks)
+	case cfg.timeout <= 0:
+		return cfg, errors.New("-timeout must be positive")
+	}
+	if cfg.workerCheck {
+		if workerQueues == "" {
+			return cfg, errors.New("-worker-check needs -worker-queues")
+		}
+		queues, err := splitQueues(workerQueues)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.workerQueues = queues
+	}
+	if loginsPath != "" {
+		l, err := loadLogins(loginsPath)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.logins = l
+	}
+	return cfg, nil
+}
+
+// checkModes allows at most one mode, each mode-only flag only with its
+// mode, and -logins only for the scenario.
+func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
+	modes := map[string]bool{"probe": cfg.probe, "worker-check": cfg.workerCheck, "dashboard-check": cfg.dashboardCheck}
+	var chosen []string
+	for _, m := range sortedKeys(modes) {
+		if modes[m] {
+			chosen = append(chosen, "-"+m)
+		}
+	}
+	if len(chosen) > 1 {
+		return fmt.Errorf("%s exclude each other", strings.Join(chosen, " and "))
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if mode, ok := modeFlags[f.Name]; ok && !modes[mode] && err == nil {
+			err = fmt.Errorf("-%s applies only with -%s", f.Name, mode)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case loginsPath != "" && len(chosen) > 0:
+		return fmt.Errorf("-logins applies only to the scenario, not to %s", chosen[0])
+	case loginsPath != "" && (cfg.username != "" || cfg.password != ""):
+		return errors.New("-logins replaces -username/-password; give one or the other")
+	case cfg.probe && (cfg.probeQueue == "" || cfg.probeType == ""):
+		return errors.New("-probe-queue and -probe-type must not be empty")
+	case cfg.workerCheck && cfg.workerFor <= 0:
+		return errors.New("-worker-for must be positive")
+	case cfg.dashboardCheck && (cfg.queue == "" || cfg.taskID == ""):
+		return errors.New("-dashboard-check needs -queue and -task-id")
+	case cfg.dashboardCheck && (cfg.entryID == "" || cfg.group == ""):
+		return errors.New("-entry-id and -group must not be empty")
+	}
+	return nil
+}
+
+// splitQueues parses -worker-queues: comma-separated, no empty or
+// repeated names.
+func splitQueues(s string) ([]string, error) {
+	var queues []string
+	seen := map[string]bool{}
+	for _, q := range strings.Split(s, ",") {
+		q = strings.TrimSpace(q)
+		switch {
+		case q == "":
+			return nil, fmt.Errorf("-worker-queues %q: empty queue name", s)
+		case seen[q]:
+			return nil, fmt.Errorf("-worker-queues %q: %q twice", s, q)
+		}
+		seen[q] = true
+		queues = append(queues, q)
+	}
+	return queues, nil
+}
