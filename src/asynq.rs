@@ -1,16 +1,158 @@
 //! The asynq command model: what a command means in asynq's terms.
 //!
-//! For now this covers scripts: every Lua script asynq sends is in the
-//! [`catalog`], and a script is recognised by the SHA-1 of its body,
-//! whether it comes as `EVALSHA`, as `EVAL <body>` (go-redis's fallback on
-//! NOSCRIPT) or as `SCRIPT LOAD <body>`. Any other script could do
-//! anything Redis can, so it is not asynq traffic. This module reads
-//! commands and the catalog; it decides nothing about identities.
+//! [`classify`] names, for every command an authenticated client sends,
+//! the asynq operation it performs and the queue it performs it on:
+//!
+//! - scripts are recognised by the SHA-1 of their body, whether they come
+//!   as `EVALSHA`, as `EVAL <body>` (go-redis's fallback on NOSCRIPT) or as
+//!   `SCRIPT LOAD <body>`, and every call is checked against the script's
+//!   [`layout`] (one queue for all its keys and key prefixes, task ids and
+//!   task messages that agree with the keys);
+//! - the plain commands asynq sends ([`plain`]) are checked with their
+//!   arguments;
+//! - connection housekeeping (PING, SELECT 0, CLIENT SETNAME …) is
+//!   anyone's.
+//!
+//! Everything else is not asynq traffic. This module reads commands and
+//! the catalog; it decides nothing about identities (that is
+//! [`crate::policy`]).
 
 pub mod catalog;
+pub mod keys;
+pub mod layout;
+pub mod message;
+mod plain;
 
-use crate::resp::Command;
+use crate::resp::{Command, parse_int};
 use catalog::Script;
+
+/// What an asynq component does, as grants name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    /// Producer scripts and `SADD asynq:queues`.
+    Enqueue,
+    /// What an asynq Server needs for its queues.
+    Consume,
+    /// What an asynq Scheduler needs beyond enqueueing.
+    Schedule,
+    /// Read-only Inspector calls.
+    Inspect,
+    /// Inspector changes: run, archive, delete, pause, cancel, remove
+    /// queue, update payload.
+    Manage,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 5] = [
+        Operation::Enqueue,
+        Operation::Consume,
+        Operation::Schedule,
+        Operation::Inspect,
+        Operation::Manage,
+    ];
+
+    /// The name used in policy files, errors and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Enqueue => "enqueue",
+            Operation::Consume => "consume",
+            Operation::Schedule => "schedule",
+            Operation::Inspect => "inspect",
+            Operation::Manage => "manage",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
+/// What a command does, for the policy to judge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Connection housekeeping: any authenticated identity.
+    Housekeeping,
+    /// asynq traffic: allowed to an identity holding one of `ops` on
+    /// `queue` (on any queue when `queue` is `None`: asynq's global keys)
+    /// and, for producers, on `task_type`.
+    Asynq {
+        ops: &'static [Operation],
+        queue: Option<String>,
+        task_type: Option<String>,
+        /// The asynq call, for refusals and audit (never a payload).
+        what: String,
+    },
+}
+
+/// Why a command is not asynq traffic; only a `raw` grant allows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAsynq(pub String);
+
+/// Classifies an authenticated client's command.
+///
+/// # Errors
+///
+/// [`NotAsynq`] saying why, when the command is not something asynq
+/// sends (or not in the shape asynq sends it).
+pub fn classify(cmd: &Command, name: Option<&'static str>) -> Result<Access, NotAsynq> {
+    let Some(name) = name else {
+        return Err(NotAsynq("it is not a known command".into()));
+    };
+    if let Some(script) = script_use(cmd, Some(name)) {
+        return classify_script(cmd, name, script);
+    }
+    plain::classify(cmd, name)
+}
+
+fn classify_script(
+    cmd: &Command,
+    name: &'static str,
+    script: ScriptUse,
+) -> Result<Access, NotAsynq> {
+    let s = match script {
+        ScriptUse::Catalogued(s) => s,
+        ScriptUse::Harmless => return Ok(Access::Housekeeping),
+        ScriptUse::Unknown(sha) => {
+            return Err(NotAsynq(format!("script {sha} is not one of asynq's")));
+        }
+        ScriptUse::Other(what) => return Err(NotAsynq(format!("asynq does not use {what}"))),
+    };
+    if name == "script" {
+        // Loading runs nothing; whoever may run the script may load it.
+        return Ok(Access::Asynq {
+            ops: layout::ops_of(s.op),
+            queue: None,
+            task_type: None,
+            what: format!("SCRIPT LOAD of {}", s.op),
+        });
+    }
+    let (keys, argv) = split_script_args(cmd).map_err(NotAsynq)?;
+    let access = layout::check(s.op, &keys, &argv).map_err(NotAsynq)?;
+    Ok(Access::Asynq {
+        ops: access.ops,
+        queue: access.queue,
+        task_type: access.task_type,
+        what: format!("script {}", s.op),
+    })
+}
+
+type Args<'a> = Vec<&'a [u8]>;
+
+/// KEYS and ARGV of `EVAL`/`EVALSHA`, split by `numkeys` as Redis does.
+fn split_script_args(cmd: &Command) -> Result<(Args<'_>, Args<'_>), String> {
+    let numkeys = cmd
+        .args
+        .get(2)
+        .and_then(|n| parse_int(n).ok())
+        .ok_or("numkeys is not an integer")?;
+    let rest: Vec<&[u8]> = cmd.args.iter().skip(3).map(|a| &a[..]).collect();
+    let n = usize::try_from(numkeys)
+        .ok()
+        .filter(|n| *n <= rest.len())
+        .ok_or("numkeys does not fit the arguments")?;
+    let (keys, argv) = rest.split_at(n);
+    Ok((keys.to_vec(), argv.to_vec()))
+}
 
 /// What a scripting command runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +187,10 @@ pub fn script_use(cmd: &Command, name: Option<&'static str>) -> Option<ScriptUse
             Some(body) => known(catalog::by_body(body), catalog::sha1_hex(body)),
             None => ScriptUse::Unknown("(no body)".into()),
         },
-        "script" if cmd.arg_is(1, "load") => match arg(2) {
-            Some(body) => known(catalog::by_body(body), catalog::sha1_hex(body)),
-            None => ScriptUse::Unknown("(no body)".into()),
-        },
+        "script" if cmd.arg_is(1, "load") && cmd.args.len() == 3 => {
+            let body = &cmd.args[2];
+            known(catalog::by_body(body), catalog::sha1_hex(body))
+        }
         "script" if cmd.arg_is(1, "exists") => ScriptUse::Harmless,
         "script" => ScriptUse::Other("SCRIPT"),
         "fcall" | "fcall_ro" => ScriptUse::Other("FCALL"),
@@ -58,48 +200,5 @@ pub fn script_use(cmd: &Command, name: Option<&'static str>) -> Option<ScriptUse
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::canonical_name;
-
-    fn use_of(args: &[&str]) -> Option<ScriptUse> {
-        let cmd = Command::from_args(args);
-        script_use(&cmd, canonical_name(&cmd.args[0]))
-    }
-
-    #[test]
-    fn catalogued_sha_is_recognised() {
-        let s = &catalog::SCRIPTS[0];
-        assert_eq!(
-            use_of(&["EVALSHA", s.sha, "0"]),
-            Some(ScriptUse::Catalogued(s))
-        );
-    }
-
-    #[test]
-    fn other_scripts_are_unknown_by_their_sha() {
-        assert_eq!(
-            use_of(&["EVAL", "return 1", "0"]),
-            Some(ScriptUse::Unknown(
-                "e0e1f9fabfc9d4800c877a703b823ac0578ff8db".into()
-            ))
-        );
-        assert!(matches!(
-            use_of(&["script", "LOAD", "return 1"]),
-            Some(ScriptUse::Unknown(_))
-        ));
-        assert_eq!(
-            use_of(&["SCRIPT", "EXISTS", "ab"]),
-            Some(ScriptUse::Harmless)
-        );
-        assert_eq!(
-            use_of(&["SCRIPT", "FLUSH"]),
-            Some(ScriptUse::Other("SCRIPT"))
-        );
-        assert_eq!(
-            use_of(&["FCALL", "f", "0"]),
-            Some(ScriptUse::Other("FCALL"))
-        );
-        assert_eq!(use_of(&["GET", "k"]), None);
-    }
-}
+#[path = "asynq/tests.rs"]
+mod tests;

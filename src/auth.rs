@@ -16,6 +16,8 @@ use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::policy::Grant;
+
 /// What a client certificate must show to prove an identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CertMatch {
@@ -60,8 +62,10 @@ pub struct Identity {
     /// SHA-256 of each accepted secret; several so secrets can rotate.
     secret_hashes: Vec<[u8; 32]>,
     pub cert: Option<CertMatch>,
-    /// Holds a `raw` grant: may run scripts outside asynq's catalog.
+    /// Holds a `raw` grant: may send any command and run any script.
     pub raw: bool,
+    /// What it may do with asynq; see [`crate::policy`].
+    pub grants: Vec<Grant>,
 }
 
 impl Identity {
@@ -71,6 +75,7 @@ impl Identity {
             secret_hashes,
             cert,
             raw: false,
+            grants: Vec::new(),
         }
     }
 

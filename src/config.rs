@@ -13,9 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use glob::Pattern;
 use serde::Deserialize;
 
+use crate::asynq::Operation;
 use crate::auth::{CertMatch, Identities, Identity, ThrottleSettings};
+use crate::policy::Grant;
 use crate::resp::Limits;
 use crate::tls;
 
@@ -66,10 +69,18 @@ pub struct ConfigFile {
 pub struct GrantFile {
     /// The identity it is given to.
     pub identity: String,
-    /// The operations granted. This version enforces `raw` only: scripts
-    /// outside asynq's catalog (`EVAL`, `EVALSHA`, `SCRIPT LOAD` of other
-    /// bodies, `SCRIPT FLUSH`, functions).
+    /// `enqueue`, `consume`, `schedule`, `inspect`, `manage` (on the
+    /// queues below), or `raw` (any command, any script: not asynq
+    /// traffic, for tools and tests; takes no queues).
     pub operations: Vec<String>,
+    /// Queue names or glob patterns (`*`, `?`, `[...]`) the operations
+    /// apply to. Required unless the grant is `raw` only.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Task types (names or globs) an `enqueue` of this grant may carry;
+    /// required with `enqueue` (`["*"]` for any), not allowed without.
+    #[serde(default)]
+    pub task_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,31 +492,97 @@ fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(),
                 format!("{:?} is not a defined [[identity]]", g.identity),
             ));
         };
-        if g.operations.is_empty() {
-            return Err((format!("grant[{i}].operations"), "is empty".into()));
-        }
-        for (j, op) in g.operations.iter().enumerate() {
-            match op.as_str() {
-                "raw" => identity.raw = true,
-                "enqueue" | "consume" | "schedule" | "inspect" | "manage" => {
-                    return Err((
-                        format!("grant[{i}].operations[{j}]"),
-                        format!(
-                            "{op:?} is not enforced by this version of asynq-guard (only \"raw\" is); \
-                             asynq traffic of every authenticated identity is allowed"
-                        ),
-                    ));
-                }
-                _ => {
-                    return Err((
-                        format!("grant[{i}].operations[{j}]"),
-                        format!("{op:?} is not an operation"),
-                    ));
-                }
-            }
+        if let Some(grant) = validate_grant(i, g, &mut identity.raw)? {
+            identity.grants.push(grant);
         }
     }
     Ok(())
+}
+
+/// One `[[grant]]`; `None` when it is `raw` only.
+fn validate_grant(i: usize, g: &GrantFile, raw: &mut bool) -> Result<Option<Grant>, FieldError> {
+    if g.operations.is_empty() {
+        return Err((format!("grant[{i}].operations"), "is empty".into()));
+    }
+    let mut ops = Vec::new();
+    for (j, op) in g.operations.iter().enumerate() {
+        if op == "raw" {
+            *raw = true;
+            continue;
+        }
+        let parsed = Operation::parse(op).ok_or_else(|| {
+            (
+                format!("grant[{i}].operations[{j}]"),
+                format!(
+                    "{op:?} is not an operation (enqueue, consume, schedule, inspect, manage, raw)"
+                ),
+            )
+        })?;
+        if ops.contains(&parsed) {
+            return Err((
+                format!("grant[{i}].operations[{j}]"),
+                format!("{op:?} is listed twice"),
+            ));
+        }
+        ops.push(parsed);
+    }
+    if ops.is_empty() {
+        if !g.queues.is_empty() || !g.task_types.is_empty() {
+            return Err((
+                format!("grant[{i}].queues"),
+                "a raw grant covers every command and takes no queues or task types; \
+                 put other operations in the same grant or another one"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if g.queues.is_empty() {
+        return Err((
+            format!("grant[{i}].queues"),
+            "is empty: name the queues (or glob patterns, \"*\" for all) the operations apply to"
+                .into(),
+        ));
+    }
+    let enqueue = ops.contains(&Operation::Enqueue);
+    if enqueue && g.task_types.is_empty() {
+        return Err((
+            format!("grant[{i}].task_types"),
+            "is required with \"enqueue\": name the task types (or glob patterns, \"*\" for all) it may enqueue".into(),
+        ));
+    }
+    if !enqueue && !g.task_types.is_empty() {
+        return Err((
+            format!("grant[{i}].task_types"),
+            "applies to \"enqueue\" only, which this grant does not give".into(),
+        ));
+    }
+    Ok(Some(Grant {
+        ops,
+        queues: patterns(&format!("grant[{i}].queues"), &g.queues, true)?,
+        task_types: patterns(&format!("grant[{i}].task_types"), &g.task_types, false)?,
+    }))
+}
+
+/// Parses glob patterns; queue patterns may not hold hash-tag braces,
+/// which no accepted queue name has.
+fn patterns(field: &str, list: &[String], queues: bool) -> Result<Vec<Pattern>, FieldError> {
+    list.iter()
+        .enumerate()
+        .map(|(k, text)| {
+            let f = format!("{field}[{k}]");
+            if text.trim().is_empty() {
+                return Err((f, "is blank".into()));
+            }
+            if queues && (text.contains('{') || text.contains('}')) {
+                return Err((
+                    f,
+                    format!("{text:?}: queue names may not contain '{{' or '}}'"),
+                ));
+            }
+            Pattern::new(text).map_err(|e| (f, format!("{text:?} is not a valid pattern ({e})")))
+        })
+        .collect()
 }
 
 fn validate_identities(files: &[IdentityFile]) -> Result<Vec<Identity>, FieldError> {

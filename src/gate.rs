@@ -14,15 +14,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::info;
 
-use crate::asynq::{self, ScriptUse};
+use crate::asynq::{self, Access, NotAsynq};
 use crate::auth::{CertIdentity, Identity, PasswordCheck};
 use crate::command::{self, Classified};
 use crate::conceal;
+use crate::policy;
 use crate::resp::{Command, error_reply};
 use crate::session::Shared;
 use crate::upstream;
@@ -36,6 +37,17 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 const NOPROTO: &str = "NOPROTO unsupported protocol version";
 const RESP2_ONLY: &str =
     "ERR unknown command 'HELLO 3': this asynq-guard listener speaks RESP2 only, log in with AUTH";
+
+/// Identical refusals on one connection are logged at most this often.
+const AUDIT_REPEAT: Duration = Duration::from_secs(10);
+
+/// A command name as errors show it: printable ASCII, at most 64 bytes.
+fn shown_bytes(name: &[u8]) -> String {
+    String::from_utf8_lossy(&name[..name.len().min(64)])
+        .chars()
+        .map(|ch| if ch.is_ascii_graphic() { ch } else { '?' })
+        .collect()
+}
 
 /// What the gate decides for one command.
 #[derive(Debug)]
@@ -87,7 +99,11 @@ pub struct Gate {
     identity: Option<Arc<Identity>>,
     in_multi: bool,
     multi_refused: bool,
+    /// The last refusal audited: what, when, and repeats not logged since.
+    last_refusal: Option<(RefusalKey, Instant, u64)>,
 }
+
+type RefusalKey = (&'static str, String, Option<String>);
 
 impl Gate {
     /// A gate for a new connection: authenticated from the start only if
@@ -98,6 +114,7 @@ impl Gate {
             identity: None,
             in_multi: false,
             multi_refused: false,
+            last_refusal: None,
         };
         gate.identity = gate.certificate_login();
         gate
@@ -148,13 +165,10 @@ impl Gate {
         if let Some(reason) = command::unsupported(cmd, c) {
             return Decision::Reply(error_reply(&format!("ERR {reason}")));
         }
-        if let Some(text) = self.unknown_name_refusal(cmd, c) {
-            return Decision::Reply(error_reply(&text));
-        }
         if let Some(text) = conceal::refusal(cmd, c.name) {
             return Decision::Reply(error_reply(&text));
         }
-        if let Some(text) = self.script_refusal(cmd, c) {
+        if let Some(text) = self.policy_refusal(cmd, c, shared) {
             return Decision::Reply(error_reply(&text));
         }
         if self.in_multi && conceal::filters_reply(c.name) {
@@ -171,44 +185,79 @@ impl Gate {
         Decision::Forward
     }
 
-    /// A command name the proxy does not know is refused unless the
-    /// identity holds a `raw` grant. Redis compares command names only up
-    /// to a NUL byte, so `CONFIG\0xyz` can run as CONFIG; every check by
-    /// name would be walked around if unknown names were forwarded.
-    fn unknown_name_refusal(&self, cmd: &Command, c: &Classified) -> Option<String> {
-        let identity = self.identity.as_ref()?;
-        if c.name.is_some() || identity.raw {
-            return None;
-        }
-        let shown: String = String::from_utf8_lossy(&cmd.args[0][..cmd.args[0].len().min(64)])
-            .chars()
-            .map(|ch| if ch.is_ascii_graphic() { ch } else { '?' })
-            .collect();
-        Some(format!(
-            "NOPERM asynq-guard: unknown command '{shown}' is refused for identity '{}' (no raw grant)",
-            identity.name
-        ))
-    }
-
-    /// Scripts outside asynq's catalog can do anything Redis can (read
-    /// INFO, touch any key): only an identity with a `raw` grant may run
-    /// them.
-    fn script_refusal(&self, cmd: &Command, c: &Classified) -> Option<String> {
-        let identity = self.identity.as_ref()?;
+    /// Whether the identity may send the command: it must be asynq
+    /// traffic ([`asynq::classify`]) that one of the identity's grants
+    /// covers ([`policy::check`]), or the identity must hold a `raw`
+    /// grant. Redis compares command names only up to a NUL byte, so
+    /// `CONFIG\0xyz` runs as CONFIG: names the proxy does not know are
+    /// never forwarded without raw.
+    fn policy_refusal(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Option<String> {
+        let identity = Arc::clone(self.identity.as_ref()?);
         if identity.raw {
             return None;
         }
-        match asynq::script_use(cmd, c.name)? {
-            ScriptUse::Catalogued(_) | ScriptUse::Harmless => None,
-            ScriptUse::Unknown(sha) => Some(format!(
-                "NOPERM asynq-guard: identity '{}' may not run script {sha}: it is not one of asynq's scripts and the identity has no raw grant",
-                identity.name
-            )),
-            ScriptUse::Other(what) => Some(format!(
-                "NOPERM asynq-guard: identity '{}' may not use {what}: asynq does not, and the identity has no raw grant",
-                identity.name
-            )),
+        let access = match asynq::classify(cmd, c.name) {
+            Ok(access) => access,
+            Err(NotAsynq(why)) => {
+                let shown = match c.name {
+                    Some(name) => name.to_ascii_uppercase(),
+                    None => format!("'{}'", shown_bytes(&cmd.args[0])),
+                };
+                self.refused(shared, &identity.name, "none", "not_asynq", &shown, None);
+                return Some(format!(
+                    "NOPERM asynq-guard: identity '{}' may not send {shown}: {why}; only a raw grant allows what asynq does not send",
+                    identity.name
+                ));
+            }
+        };
+        let refusal = policy::check(&identity.name, &identity.grants, &access).err()?;
+        let (what, queue) = match &access {
+            Access::Asynq { what, queue, .. } => (what.as_str(), queue.as_deref()),
+            Access::Housekeeping => ("", None),
+        };
+        self.refused(
+            shared,
+            &identity.name,
+            refusal.op.name(),
+            refusal.reason.label(),
+            what,
+            queue,
+        );
+        Some(refusal.text)
+    }
+
+    /// Counts a policy refusal and writes its audit event. Repeats of one
+    /// refusal on a connection (a worker whose grant lacks a queue asks
+    /// for it in a loop) are logged once per [`AUDIT_REPEAT`] with the
+    /// number left out; the metric counts every one.
+    fn refused(
+        &mut self,
+        shared: &Shared,
+        identity: &str,
+        op: &str,
+        reason: &'static str,
+        what: &str,
+        queue: Option<&str>,
+    ) {
+        shared
+            .metrics
+            .refusals
+            .with_label_values(&[identity, op, reason])
+            .inc();
+        let key = (reason, what.to_string(), queue.map(str::to_string));
+        let now = Instant::now();
+        let mut repeats = 0;
+        if let Some((last, since, skipped)) = &mut self.last_refusal
+            && *last == key
+        {
+            if now.duration_since(*since) < AUDIT_REPEAT {
+                *skipped += 1;
+                return;
+            }
+            repeats = *skipped;
         }
+        self.last_refusal = Some((key, now, 0));
+        info!(target: AUDIT, event = "refusal", identity, operation = op, reason, command = what, queue = queue.unwrap_or(""), earlier_repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
     }
 
     /// The NOAUTH text, saying why when a client certificate is the cause.

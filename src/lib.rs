@@ -8,6 +8,8 @@
 //!                        │ resp: cut bytes into commands        │
 //!                        │ command: what the pipe must know     │
 //!                        │ gate: who is this, forward / answer  │
+//!                        │   asynq: which operation, which queue│
+//!                        │   policy: does a grant cover it      │
 //! client ◄────────────── session ◄── resp: cut replies ◄────────┘
 //! ```
 //!
@@ -18,16 +20,18 @@
 //! | accept connections, TLS and mutual TLS | [`listener`], [`tls`] |
 //! | one connection: ordering, pipelining, pub/sub | [`session`] |
 //! | per command: authenticate, refuse, rewrite | [`gate`], [`auth`], [`conceal`] |
-//! | what a command means to asynq (scripts by SHA-1) | [`asynq`] |
+//! | what a command means to asynq: operation, queue, task type | [`asynq`] |
+//! | whether the identity's grants allow it | [`policy`] |
 //! | RESP framing and input limits | [`resp`] |
 //! | command classification for the pipe | [`command`] |
 //! | the proxy's own connection to Redis | [`upstream`] |
 //! | metrics and the admin HTTP server | [`metrics`], [`admin`] |
 //!
 //! Every connection must prove an identity of the configuration before
-//! anything but `AUTH`, `HELLO`, `QUIT` and `RESET` is forwarded. Policy
-//! (grants, limits, signatures) plugs in at the [`gate::Gate`], between
-//! parsing and forwarding.
+//! anything but `AUTH`, `HELLO`, `QUIT` and `RESET` is forwarded; then
+//! every command must be asynq traffic that one of its grants covers (or
+//! the identity holds a `raw` grant). Further policy (limits, signatures)
+//! plugs in at the [`gate::Gate`], between parsing and forwarding.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +45,7 @@ pub mod config;
 pub mod gate;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
 pub mod resp;
 pub mod session;
 pub mod tls;

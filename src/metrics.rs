@@ -27,6 +27,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_latency: Histogram,
     pub auth_attempts: IntCounterVec,
+    pub refusals: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     commands_vec: IntCounterVec,
@@ -107,6 +108,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(auth_attempts.clone()))?;
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_refusals_total",
+                "Commands refused by the policy, by identity, operation (none: not asynq traffic) and reason.",
+            ),
+            &["identity", "operation", "reason"],
+        )?;
+        registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
@@ -145,6 +154,7 @@ impl Metrics {
             upstream_errors,
             upstream_latency,
             auth_attempts,
+            refusals,
             tls_handshake_failures,
             tls_reloads,
             commands_vec,

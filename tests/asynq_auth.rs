@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    Ca, PemFiles, Proxy, Redis, San, TEST_SECRET, TEST_USER, TempDir, listener_tls, metric,
-    secret_hash, write_ca,
+    Ca, PemFiles, Proxy, Redis, San, TEST_SECRET, TEST_USER, TempDir, all_of_asynq, listener_tls,
+    metric, secret_hash, write_ca,
 };
 
 /// Tasks the producer enqueues in each full run.
@@ -126,9 +126,10 @@ async fn start_proxy(redis: &Redis, pki: &Pki) -> Proxy {
         "[[identity]]\nname = \"{TEST_USER}\"\nsecret_sha256 = [\"{}\"]\n\
          [[identity]]\nname = \"{APP}\"\nsecret_sha256 = [\"{}\"]\n\
          [[identity]]\nname = \"worker\"\ncert = \"uri:{WORKER_URI}\"\n\
-         [auth]\nmax_failures_per_minute = 1000\nfailure_delay_ms = 0\n",
+         [auth]\nmax_failures_per_minute = 1000\nfailure_delay_ms = 0\n{}",
         secret_hash(TEST_SECRET),
-        secret_hash(APP_SECRET)
+        secret_hash(APP_SECRET),
+        [TEST_USER, APP, "worker"].map(all_of_asynq).concat()
     );
     Proxy::builder(&redis.address())
         .listener("tls", &listener_tls(&pki.server, None))

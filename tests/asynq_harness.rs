@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Proxy, Redis, TEST_SECRET, TEST_USER};
+use support::{Proxy, Redis, TEST_SECRET, TEST_USER, all_of_asynq};
 
 /// Tasks the producer enqueues in each run.
 const TASKS: &str = "2000";
@@ -93,7 +93,7 @@ async fn direct_and_proxied_runs_agree(version: &str) {
     drop(direct_redis);
 
     let redis = Redis::start().await;
-    let proxy = Proxy::start(&redis).await;
+    let proxy = Proxy::start_with(&redis.address(), &all_of_asynq(TEST_USER)).await;
     let proxied = run_harness(
         &binary,
         &proxy.address(),

@@ -11,8 +11,8 @@ mod support;
 use std::process::Command;
 
 use support::{
-    BINARY, Client, Deadline, Proto, Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, Value, array,
-    bulk, int, metric, ok, secret_hash, simple,
+    BINARY, Client, Deadline, NO_RAW, Proto, Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, Value,
+    array, bulk, int, metric, ok, secret_hash, simple,
 };
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -23,16 +23,22 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 const APP: &str = "app-web";
 const APP_SECRET: &str = "s3cret";
 
-/// An `[[identity]]` table proved by any of `secrets`.
+/// An `[[identity]]` table proved by any of `secrets`, with a `raw`
+/// grant: these tests are about who the client is, not what it may do.
 fn identity(name: &str, secrets: &[&str]) -> String {
     let hashes: Vec<String> = secrets
         .iter()
         .map(|s| format!("\"{}\"", secret_hash(s)))
         .collect();
     format!(
-        "[[identity]]\nname = \"{name}\"\nsecret_sha256 = [{}]\n",
-        hashes.join(", ")
+        "[[identity]]\nname = \"{name}\"\nsecret_sha256 = [{}]\n{}",
+        hashes.join(", "),
+        raw_grant(name)
     )
+}
+
+fn raw_grant(name: &str) -> String {
+    format!("[[grant]]\nidentity = \"{name}\"\noperations = [\"raw\"]\n")
 }
 
 /// Failed attempts neither slowed down nor refused, for tests that fail
@@ -594,9 +600,10 @@ async fn the_right_secret_before_the_failure_limit_is_accepted() {
 #[tokio::test]
 async fn auth_attempts_are_counted_by_result() {
     let policy = format!(
-        "{}[[identity]]\nname = \"both\"\ncert = \"cn:both\"\nsecret_sha256 = [\"{}\"]\n",
+        "{}[[identity]]\nname = \"both\"\ncert = \"cn:both\"\nsecret_sha256 = [\"{}\"]\n{}",
         identity(APP, &[APP_SECRET]),
-        secret_hash("both-secret")
+        secret_hash("both-secret"),
+        raw_grant("both")
     );
     let (_redis, proxy) = start(&policy).await;
     let mut client = proxy.anonymous_client().await;
@@ -983,7 +990,7 @@ async fn info_inside_a_transaction_does_not_show_the_upstream_port() {
 #[tokio::test]
 async fn a_script_calling_info_is_refused_without_a_raw_grant() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start(&redis).await;
+    let proxy = Proxy::start_with(&redis.address(), NO_RAW).await;
     let mut client = proxy.client().await;
     client
         .send(&["EVAL", "return redis.call('INFO', 'server')", "0"])

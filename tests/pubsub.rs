@@ -412,7 +412,7 @@ async fn punsubscribe_all_while_channels_remain_keeps_replies_in_step() {
 #[tokio::test]
 async fn ordinary_reply_shaped_like_a_confirmation_does_not_subscribe_the_connection() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
 
     let lookalike = client

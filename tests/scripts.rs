@@ -10,7 +10,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Client, Proxy, Redis, Value, bulk, command, int};
+use support::{
+    Client, ENQUEUE_Q, NO_RAW, Proxy, Redis, Value, bulk, command, encode, int, task_message,
+};
 
 /// The body of asynq v0.26.0's script `name`, read from the module cache.
 fn asynq_script(name: &str) -> String {
@@ -54,7 +56,7 @@ async fn script_load(client: &mut Client, body: &str) -> String {
 #[tokio::test]
 async fn with_a_raw_grant_script_errors_pass_redis_error_text_unchanged() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
 
     let scripts = [
         "return redis.error_reply('NOT FOUND')",
@@ -87,7 +89,7 @@ async fn with_a_raw_grant_script_errors_pass_redis_error_text_unchanged() {
 #[tokio::test]
 async fn with_a_raw_grant_script_load_answers_the_sha_and_evalsha_runs_it() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
 
     let sha = script_load(&mut client, "return ARGV[1]").await;
@@ -110,7 +112,7 @@ async fn with_a_raw_grant_script_load_answers_the_sha_and_evalsha_runs_it() {
 #[tokio::test]
 async fn with_a_raw_grant_evalsha_of_an_unknown_sha_returns_noscript_unchanged() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let unknown = "0123456789abcdef0123456789abcdef01234567";
 
     let args = ["EVALSHA", unknown, "0"];
@@ -123,7 +125,7 @@ async fn with_a_raw_grant_evalsha_of_an_unknown_sha_returns_noscript_unchanged()
 #[tokio::test]
 async fn client_falls_back_from_noscript_to_eval_on_the_same_connection() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
     let body = "return redis.call('INCR', KEYS[1])";
 
@@ -142,7 +144,7 @@ async fn client_falls_back_from_noscript_to_eval_on_the_same_connection() {
 #[tokio::test]
 async fn with_a_raw_grant_a_pipeline_of_100_evalsha_gets_every_reply() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
 
     let sha = script_load(&mut client, ENQUEUE).await;
@@ -182,7 +184,7 @@ async fn with_a_raw_grant_a_pipeline_of_100_evalsha_gets_every_reply() {
 #[tokio::test]
 async fn batch_enqueue_with_asynqs_script_loads_and_runs_without_raw() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start(&redis).await;
+    let proxy = Proxy::start_with(&redis.address(), ENQUEUE_Q).await;
     let mut client = proxy.client().await;
     let body = asynq_script("enqueueCmd");
 
@@ -193,17 +195,17 @@ async fn batch_enqueue_with_asynqs_script_loads_and_runs_without_raw() {
     let mut pipeline = command(&["SADD", "asynq:queues", "q"]);
     for i in 0..100 {
         let task = format!("asynq:{{q}}:t:id{i}");
-        let msg = format!("msg-{i}");
         let id = format!("id{i}");
-        pipeline.extend(command(&[
-            "EVALSHA",
-            &sha,
-            "2",
-            &task,
-            "asynq:{q}:pending",
+        let msg = task_message("q", &id, "batch");
+        pipeline.extend(encode(&[
+            b"EVALSHA",
+            sha.as_bytes(),
+            b"2",
+            task.as_bytes(),
+            b"asynq:{q}:pending",
             &msg,
-            &id,
-            "1700000000000000000",
+            id.as_bytes(),
+            b"1700000000000000000",
         ]));
     }
     client.send_raw(&pipeline).await;
@@ -285,7 +287,7 @@ async fn asynq_script_errors_keep_redis_text_without_raw() {
 #[tokio::test]
 async fn scripts_that_are_not_asynqs_need_a_raw_grant() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start(&redis).await;
+    let proxy = Proxy::start_with(&redis.address(), NO_RAW).await;
     let mut client = proxy.client().await;
     let refused: [&[&str]; 7] = [
         &["EVAL", "return redis.call('SET', 'owned', '1')", "0"],

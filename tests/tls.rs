@@ -72,10 +72,13 @@ fn policy() -> String {
          [[identity]]\nname = \"scheduler\"\ncert = \"cn:scheduler\"\n\
          [[identity]]\nname = \"dashboard\"\ncert = \"dns:{DASHBOARD_DNS}\"\n\
          [[identity]]\nname = \"both\"\ncert = \"cn:both\"\nsecret_sha256 = [\"{}\"]\n\
-         [auth]\nmax_failures_per_minute = 1000\nfailure_delay_ms = 0\n",
+         [auth]\nmax_failures_per_minute = 1000\nfailure_delay_ms = 0\n{}",
         secret_hash(TEST_SECRET),
         secret_hash(APP_SECRET),
         secret_hash("both-secret"),
+        [TEST_USER, APP, "worker", "scheduler", "dashboard", "both"]
+            .map(|n| format!("[[grant]]\nidentity = \"{n}\"\noperations = [\"raw\"]\n"))
+            .concat(),
     )
 }
 

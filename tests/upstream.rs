@@ -181,7 +181,7 @@ async fn client_that_disconnects_during_blpop_closes_its_upstream_connection() {
 #[tokio::test]
 async fn eval_in_flight_when_redis_freezes_is_never_resent() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut direct = redis.client().await;
     let baseline = info_field(&mut direct, "clients", "connected_clients").await;
 
@@ -206,7 +206,7 @@ async fn eval_in_flight_when_redis_freezes_is_never_resent() {
 #[tokio::test]
 async fn evalsha_in_flight_when_redis_freezes_gets_its_one_real_reply() {
     let redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
 
     let Value::Bulk(sha) = client.cmd(&["SCRIPT", "LOAD", INCR_SCRIPT]).await else {
@@ -229,7 +229,7 @@ async fn evalsha_in_flight_when_redis_freezes_gets_its_one_real_reply() {
 #[tokio::test]
 async fn eval_lost_with_a_frozen_redis_gets_an_error_and_is_not_replayed() {
     let mut redis = Redis::start().await;
-    let proxy = Proxy::start_raw(&redis).await;
+    let proxy = Proxy::start(&redis).await;
     let mut client = proxy.client().await;
     assert_eq!(client.cmd(&["PING"]).await, simple("PONG"));
 

@@ -139,6 +139,14 @@ fn grants_name_defined_identities_and_known_operations() {
     let ok = parse("[[grant]]\nidentity = \"t\"\noperations = [\"raw\"]\n").unwrap();
     assert!(ok.identities.get("t").unwrap().raw);
     assert!(!parse("").unwrap().identities.get("t").unwrap().raw);
+    let typed = parse(
+        "[[grant]]\nidentity = \"t\"\noperations = [\"enqueue\", \"consume\"]\nqueues = [\"a\", \"b*\"]\ntask_types = [\"*\"]\n",
+    )
+    .unwrap();
+    let grants = &typed.identities.get("t").unwrap().grants;
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].ops.len(), 2);
+    assert!(grants[0].queues[1].matches("batch"));
     let cases = [
         (
             "[[grant]]\nidentity = \"x\"\noperations = [\"raw\"]\n",
@@ -154,7 +162,31 @@ fn grants_name_defined_identities_and_known_operations() {
         ),
         (
             "[[grant]]\nidentity = \"t\"\noperations = [\"enqueue\"]\n",
-            "not enforced",
+            "grant[0].queues: is empty",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\n",
+            "grant[0].task_types: is required",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"consume\"]\nqueues = [\"q\"]\ntask_types = [\"x\"]\n",
+            "applies to \"enqueue\" only",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"raw\"]\nqueues = [\"q\"]\n",
+            "takes no queues",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"consume\"]\nqueues = [\"a{b}\"]\n",
+            "grant[0].queues[0]",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"consume\"]\nqueues = [\"[a\"]\n",
+            "not a valid pattern",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"consume\", \"consume\"]\nqueues = [\"q\"]\n",
+            "listed twice",
         ),
     ];
     for (text, expected) in cases {

@@ -15,15 +15,20 @@
 //! | `asynq-guard serve`, `/metrics`, `/healthz` | [`proxy`] |
 //! | RESP client and decoded replies | [`client`] |
 //! | generated certificates, TLS client | [`tls`] |
+//! | asynq task messages and grants | [`asynq`] |
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+mod asynq;
 mod client;
 mod proxy;
 mod redis;
 mod tls;
 
+// Only the tests of asynq traffic use these.
+#[allow(unused_imports)]
+pub use asynq::*;
 pub use client::*;
 pub use proxy::*;
 pub use redis::*;

@@ -13,10 +13,17 @@ use super::{
 };
 
 /// The identity every generated configuration has, unless the test
-/// brings its own `[[identity]]` tables.
+/// brings its own `[[identity]]` tables. It holds a `raw` grant (any
+/// command: most tests are about the pipe, not the policy) unless the
+/// test brings `[[grant]]` tables of its own.
 pub const TEST_USER: &str = "test";
 /// The secret of [`TEST_USER`]; the configuration holds only its SHA-256.
 pub const TEST_SECRET: &str = "test-secret-7d1f";
+
+/// A grant for [`TEST_USER`] that is not `raw` (inspecting every queue),
+/// for tests of what an identity without raw is refused.
+pub const NO_RAW: &str =
+    "[[grant]]\nidentity = \"test\"\noperations = [\"inspect\"]\nqueues = [\"*\"]\n";
 
 /// A `raw` grant for [`TEST_USER`].
 pub const RAW_GRANT: &str = "[[grant]]\nidentity = \"test\"\noperations = [\"raw\"]\n";
@@ -103,12 +110,6 @@ impl Proxy {
         Proxy::start_with(&redis.address(), "").await
     }
 
-    /// Like [`Proxy::start`], with a `raw` grant for [`TEST_USER`]: for
-    /// tests that send scripts of their own, which are not asynq's.
-    pub async fn start_raw(redis: &Redis) -> Proxy {
-        Proxy::start_with(&redis.address(), RAW_GRANT).await
-    }
-
     /// Starts the proxy with `upstream` as Redis's address and `extra`
     /// appended to the generated configuration (for example a
     /// `[limits]` table).
@@ -179,8 +180,13 @@ impl Proxy {
         let identity = if b.extra.contains("[[identity]]") {
             String::new()
         } else {
+            let grant = if b.extra.contains("[[grant]]") {
+                ""
+            } else {
+                RAW_GRANT
+            };
             format!(
-                "[[identity]]\nname = \"{TEST_USER}\"\nsecret_sha256 = [\"{}\"]\n",
+                "[[identity]]\nname = \"{TEST_USER}\"\nsecret_sha256 = [\"{}\"]\n\n{grant}",
                 test_secret_hash()
             )
         };

@@ -1,0 +1,208 @@
+//! The policy: which identity may perform which asynq operation on which
+//! queue, and enqueue which task types.
+//!
+//! Grants are read from `[[grant]]` entries of the policy file and kept on
+//! each [`crate::auth::Identity`]. [`check`] judges one classified command
+//! ([`crate::asynq::Access`]) for one identity; whatever no grant covers is
+//! refused. Queue names and task types are matched against exact names or
+//! glob patterns (`*`, `?`, `[...]`). This module reads grants only; the
+//! gate answers, counts and audits the refusals.
+
+use glob::Pattern;
+
+use crate::asynq::{Access, Operation};
+
+/// One grant: operations on the queues it names.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub ops: Vec<Operation>,
+    pub queues: Vec<Pattern>,
+    /// Task types an `enqueue` of this grant may carry.
+    pub task_types: Vec<Pattern>,
+}
+
+impl Grant {
+    fn covers_queue(&self, queue: &str) -> bool {
+        self.queues.iter().any(|p| p.matches(queue))
+    }
+
+    fn covers_type(&self, task_type: &str) -> bool {
+        self.task_types.iter().any(|p| p.matches(task_type))
+    }
+}
+
+/// Why a command was refused, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The identity holds none of the operations anywhere.
+    Operation,
+    /// It holds the operation, but not on this queue.
+    Queue,
+    /// It may enqueue to the queue, but not this task type.
+    TaskType,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Operation => "operation_not_granted",
+            Reason::Queue => "queue_not_granted",
+            Reason::TaskType => "task_type_not_granted",
+        }
+    }
+}
+
+/// A refusal by the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// The operation refused (the first the command could have used).
+    pub op: Operation,
+    pub text: String,
+}
+
+/// Judges `access` for an identity named `identity` holding `grants`.
+///
+/// # Errors
+///
+/// A [`Refusal`] when no grant covers the command.
+pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Refusal> {
+    let Access::Asynq {
+        ops,
+        queue,
+        task_type,
+        what,
+    } = access
+    else {
+        return Ok(());
+    };
+    let holding: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| g.ops.iter().any(|o| ops.contains(o)))
+        .collect();
+    let op = ops.first().copied().unwrap_or(Operation::Manage);
+    let refuse = |reason: Reason, why: String| {
+        let target = match queue {
+            Some(q) => format!(" on queue '{q}'"),
+            None => String::new(),
+        };
+        let needed = ops
+            .iter()
+            .map(|o| o.name())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(Refusal {
+            reason,
+            op,
+            text: format!(
+                "NOPERM asynq-guard: identity '{identity}' may not {needed}{target} ({what}): {why}"
+            ),
+        })
+    };
+    if holding.is_empty() {
+        return refuse(Reason::Operation, "no grant gives it this operation".into());
+    }
+    let Some(queue) = queue else {
+        return Ok(());
+    };
+    let on_queue: Vec<&&Grant> = holding.iter().filter(|g| g.covers_queue(queue)).collect();
+    if on_queue.is_empty() {
+        return refuse(Reason::Queue, "no grant covers this queue".into());
+    }
+    let Some(task_type) = task_type else {
+        return Ok(());
+    };
+    if !ops.contains(&Operation::Enqueue) {
+        return Ok(());
+    }
+    let allowed = on_queue
+        .iter()
+        .any(|g| !g.ops.contains(&Operation::Enqueue) || g.covers_type(task_type));
+    if allowed {
+        Ok(())
+    } else {
+        refuse(
+            Reason::TaskType,
+            format!("task type '{task_type}' is not granted on this queue"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(ops: &[Operation], queues: &[&str], types: &[&str]) -> Grant {
+        Grant {
+            ops: ops.to_vec(),
+            queues: queues.iter().map(|q| Pattern::new(q).unwrap()).collect(),
+            task_types: types.iter().map(|t| Pattern::new(t).unwrap()).collect(),
+        }
+    }
+
+    fn enqueue(queue: &str, task_type: &str) -> Access {
+        Access::Asynq {
+            ops: &[Operation::Enqueue],
+            queue: Some(queue.into()),
+            task_type: Some(task_type.into()),
+            what: "script enqueue".into(),
+        }
+    }
+
+    #[test]
+    fn enqueue_needs_queue_and_type() {
+        let grants = [grant(
+            &[Operation::Enqueue],
+            &["critical", "mail:*"],
+            &["email:*"],
+        )];
+        assert!(check("web", &grants, &enqueue("critical", "email:send")).is_ok());
+        assert!(check("web", &grants, &enqueue("mail:eu", "email:send")).is_ok());
+        let r = check("web", &grants, &enqueue("low", "email:send")).unwrap_err();
+        assert_eq!(r.reason, Reason::Queue);
+        assert!(
+            r.text
+                .starts_with("NOPERM asynq-guard: identity 'web' may not enqueue on queue 'low'"),
+            "{}",
+            r.text
+        );
+        let r = check("web", &grants, &enqueue("critical", "report")).unwrap_err();
+        assert_eq!(r.reason, Reason::TaskType);
+        assert!(r.text.contains("task type 'report'"), "{}", r.text);
+    }
+
+    #[test]
+    fn other_operations_and_global_keys() {
+        let grants = [grant(&[Operation::Consume], &["critical"], &[])];
+        let dequeue = |q: &str| Access::Asynq {
+            ops: &[Operation::Consume],
+            queue: Some(q.into()),
+            task_type: None,
+            what: "script dequeue".into(),
+        };
+        assert!(check("w", &grants, &dequeue("critical")).is_ok());
+        assert_eq!(
+            check("w", &grants, &dequeue("low")).unwrap_err().reason,
+            Reason::Queue
+        );
+        let heartbeat = Access::Asynq {
+            ops: &[Operation::Consume],
+            queue: None,
+            task_type: None,
+            what: "script writeServerState".into(),
+        };
+        assert!(check("w", &grants, &heartbeat).is_ok());
+        assert_eq!(
+            check("w", &[], &heartbeat).unwrap_err().reason,
+            Reason::Operation
+        );
+        // Aggregated tasks: a consumer's enqueue is still typed.
+        assert_eq!(
+            check("w", &grants, &enqueue("critical", "x"))
+                .unwrap_err()
+                .reason,
+            Reason::Operation
+        );
+        assert!(check("w", &[], &Access::Housekeeping).is_ok());
+    }
+}
