@@ -2,50 +2,28 @@
 //! Client, Server with group aggregation and retries, Scheduler,
 //! Inspector with task cancellation) runs once directly against a fresh
 //! Redis and once through asynq-guard in front of another fresh Redis, at
-//! every pinned asynq version. Both runs must pass every check of the
-//! harness and report the same counts.
+//! every pinned asynq version, and once more through asynq-guard with
+//! every asynq component under its own identity and grants. All runs must
+//! pass every check of the harness and report the same counts.
 //!
 //! The harness runs are serialised: several asynq servers at once on two
 //! cores would only make each run slower.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Proxy, Redis, TEST_SECRET, TEST_USER, all_of_asynq};
+use support::{
+    Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, all_of_asynq, build_harness, harness_roles,
+    metric, write_logins,
+};
 
 /// Tasks the producer enqueues in each run.
 const TASKS: &str = "2000";
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn harness_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness")
-}
-
-/// Builds the harness at `version` and returns the binary's path.
-fn build_harness(version: &str) -> PathBuf {
-    let modfile = if version == "v0.26.0" {
-        "go.mod".to_string()
-    } else {
-        format!("go.{version}.mod")
-    };
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("harness-{version}"));
-    let status = Command::new("go")
-        .args(["build", &format!("-modfile={modfile}"), "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(harness_dir())
-        .status()
-        .expect("run go build (is Go installed?)");
-    assert!(
-        status.success(),
-        "go build of the harness at asynq {version} failed"
-    );
-    out
-}
 
 /// Runs the harness against `address`; returns its summary.
 fn run_harness(binary: &Path, address: &str, login: &[&str], label: &str) -> Value {
@@ -117,7 +95,7 @@ async fn direct_and_proxied_runs_agree(version: &str) {
     );
     assert_eq!(proxied["scheduler_ran"], true);
     assert_eq!(
-        comparable(direct),
+        comparable(direct.clone()),
         comparable(proxied),
         "asynq {version}: the run through asynq-guard differs from the direct run"
     );
@@ -167,6 +145,51 @@ async fn direct_and_proxied_runs_agree(version: &str) {
             - count("asynq_guard_auth_attempts_total{listener=\"test\",result=\"ok\"}"),
         0.0,
         "{metrics}"
+    );
+    drop(proxy);
+    drop(redis);
+
+    run_split_across_identities(&binary, version, direct).await;
+}
+
+/// The same workload with every asynq component under its own identity,
+/// each granted only what it needs: the run must equal the direct one, and
+/// the proxy must have refused nothing.
+async fn run_split_across_identities(binary: &Path, version: &str, direct: Value) {
+    let redis = Redis::start().await;
+    let (names, policy) = harness_roles();
+    let proxy = Proxy::start_with(&redis.address(), &policy).await;
+    let dir = TempDir::new("logins");
+    let logins = write_logins(dir.path());
+    let by_role = run_harness(
+        binary,
+        &proxy.address(),
+        &["-logins", logins.to_str().expect("utf-8 path")],
+        &format!("roles-{version}"),
+    );
+    assert_eq!(
+        comparable(direct),
+        comparable(by_role),
+        "asynq {version}: the run split across identities differs from the direct run"
+    );
+    let metrics = proxy.metrics().await;
+    let refusals: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("asynq_guard_refusals_total{"))
+        .collect();
+    assert!(
+        refusals.is_empty(),
+        "asynq {version}: the roles' own grants refused some of their traffic: {refusals:#?}"
+    );
+    let logged_in = metric(
+        &metrics,
+        "asynq_guard_auth_attempts_total{listener=\"test\",result=\"ok\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        logged_in >= names.len() as f64,
+        "not every role logged in: {logged_in} of {}",
+        names.len()
     );
 }
 

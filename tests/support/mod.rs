@@ -16,12 +16,14 @@
 //! | RESP client and decoded replies | [`client`] |
 //! | generated certificates, TLS client | [`tls`] |
 //! | asynq task messages and grants | [`asynq`] |
+//! | the Go asynq harness at a pinned version | [`harness`] |
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 mod asynq;
 mod client;
+mod harness;
 mod proxy;
 mod redis;
 mod tls;
@@ -30,6 +32,9 @@ mod tls;
 #[allow(unused_imports)]
 pub use asynq::*;
 pub use client::*;
+// Only the tests that run the Go harness use these.
+#[allow(unused_imports)]
+pub use harness::*;
 pub use proxy::*;
 pub use redis::*;
 // Only the tests of TLS listeners use these.
