@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a real asynq producer and worker through asynq-guard in
 # front of a real Redis. Starts a local redis-server unless REDIS_ADDR is
-# set, builds and starts the proxy, runs the asynq harness (Client, Server,
-# Scheduler, Inspector) through it, then prints what was processed and an
-# excerpt of the proxy's /metrics.
+# set, builds and starts the proxy, runs the asynq harness (Client, a
+# Server per queue, Scheduler, Inspector) through it with each component
+# under its own identity and grants, then prints what was processed, an
+# excerpt of the proxy's /metrics and one refusal.
 #
 #   REDIS_ADDR=host:port   use this Redis instead of starting one
 #   REDIS_PASSWORD=…       that Redis's password (REDIS_USERNAME=… for an ACL
@@ -64,11 +65,16 @@ if [ -z "${REDIS_ADDR:-}" ]; then
 fi
 
 read -r proxy_port admin_port <<<"$(free_port 2)"
-# The demo identity's secret is made up for this run; the configuration
-# holds only its hash.
-SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-HASH=$(printf '%s' "$SECRET" | "$ROOT/target/release/asynq-guard" hash-secret)
-cat > "$WORK/asynq-guard.toml" <<TOML
+# Every asynq component gets its own identity, granted only what it needs.
+# The secrets are made up for this run; the configuration holds only their
+# hashes, the harness gets them in a -logins file.
+ROLES="producer scheduler dashboard operator worker-critical worker-default worker-low worker-periodic"
+declare -A SECRETS
+for role in $ROLES; do
+    SECRETS[$role]=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+done
+{
+cat <<TOML
 [[listener]]
 name = "demo"
 address = "127.0.0.1:$proxy_port"
@@ -81,10 +87,51 @@ $( [ -n "${REDIS_USERNAME:-}" ] && echo "username = \"$REDIS_USERNAME\"" )
 [admin]
 address = "127.0.0.1:$admin_port"
 
-[[identity]]
-name = "demo"
-secret_sha256 = ["$HASH"]
 TOML
+for role in $ROLES; do
+    hash=$(printf '%s' "${SECRETS[$role]}" | "$ROOT/target/release/asynq-guard" hash-secret)
+    printf '[[identity]]\nname = "%s"\nsecret_sha256 = ["%s"]\n\n' "$role" "$hash"
+done
+cat <<'TOML'
+# The producer enqueues the harness's task types to the three work queues.
+[[grant]]
+identity = "producer"
+operations = ["enqueue"]
+queues = ["critical", "default", "low"]
+task_types = ["long", "plain", "scheduled", "unique", "unique_scheduled", "grouped",
+              "grouped_unique", "custom_id", "retry_once", "retry_hold", "always_fail", "result"]
+
+[[grant]]
+identity = "scheduler"
+operations = ["schedule", "enqueue"]
+queues = ["periodic"]
+task_types = ["periodic"]
+
+[[grant]]
+identity = "dashboard"
+operations = ["inspect"]
+queues = ["*"]
+
+[[grant]]
+identity = "operator"
+operations = ["manage"]
+queues = ["*"]
+
+TOML
+for q in critical default low periodic; do
+    printf '[[grant]]\nidentity = "worker-%s"\noperations = ["consume"]\nqueues = ["%s"]\n\n' "$q" "$q"
+    # The group aggregator enqueues the aggregated task into its queue.
+    [ "$q" = periodic ] || printf '[[grant]]\nidentity = "worker-%s"\noperations = ["enqueue"]\nqueues = ["%s"]\ntask_types = ["aggregated"]\n\n' "$q" "$q"
+done
+} > "$WORK/asynq-guard.toml"
+python3 - "$WORK/logins.json" $(for role in $ROLES; do echo "$role" "${SECRETS[$role]}"; done) <<'PY'
+import json, sys
+pairs = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+login = lambda n: {"username": n, "password": pairs[n]}
+out = {r: login(r) for r in ("producer", "scheduler", "dashboard", "operator")}
+out["workers"] = {q: login("worker-" + q) for q in ("critical", "default", "low", "periodic")}
+json.dump(out, open(sys.argv[1], "w"))
+PY
 export REDIS_PASSWORD="${REDIS_PASSWORD:-}"
 "$ROOT/target/release/asynq-guard" check "$WORK/asynq-guard.toml" >/dev/null
 "$ROOT/target/release/asynq-guard" serve --config "$WORK/asynq-guard.toml" 2>"$WORK/proxy.log" &
@@ -92,8 +139,9 @@ PIDS+=($!)
 wait_port "$proxy_port"
 echo "==> asynq-guard listening on 127.0.0.1:$proxy_port, forwarding to $REDIS_ADDR"
 
-echo "==> running asynq producer, worker, scheduler and inspector through the proxy ($TASKS tasks)"
-if ! "$WORK/harness" -redis "127.0.0.1:$proxy_port" -username demo -password "$SECRET" \
+echo "==> running asynq producer, a worker fleet per queue, scheduler, dashboard and operator"
+echo "    through the proxy, each under its own identity ($TASKS tasks)"
+if ! "$WORK/harness" -redis "127.0.0.1:$proxy_port" -logins "$WORK/logins.json" \
     -tasks "$TASKS" -out "$WORK/summary.json"; then
     echo "error: the asynq run through the proxy failed; proxy log:" >&2
     tail -n 20 "$WORK/proxy.log" >&2
@@ -122,5 +170,12 @@ echo "  (DEMO_VERBOSE=1 prints the harness's full JSON summary)"
 echo
 echo "==> /metrics excerpt (http://127.0.0.1:$admin_port/metrics)"
 curl -fsS "http://127.0.0.1:$admin_port/metrics" \
-    | grep -E '^asynq_guard_(client_connections_total|commands_total|auth_attempts_total|upstream_latency_seconds_(count|sum))' \
+    | grep -E '^asynq_guard_(client_connections_total|commands_total|auth_attempts_total|refusals_total|upstream_latency_seconds_(count|sum))' \
     | sort -t' ' -k2 -rn | head -n 15
+
+echo
+echo "==> what the grants refuse: the producer enqueuing to a queue it was not given"
+"$WORK/harness" -redis "127.0.0.1:$proxy_port" -probe -probe-queue payments -probe-type refund \
+    -username producer -password "${SECRETS[producer]}" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  asynq returned:", r.get("error") or "no error (unexpected)"); sys.exit(0 if not r["ok"] else 1)'
+curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep -E '^asynq_guard_refusals_total' | sed 's/^/  /'
