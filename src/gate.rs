@@ -159,30 +159,35 @@ impl Gate {
             Some("reset") => return Decision::Forward,
             _ => {}
         }
-        if self.identity.is_none() {
+        let Some(identity) = self.identity.clone() else {
             return Decision::Reply(error_reply(&self.noauth_text()));
-        }
-        if let Some(reason) = command::unsupported(cmd, c) {
-            return Decision::Reply(error_reply(&format!("ERR {reason}")));
-        }
-        if let Some(text) = conceal::refusal(cmd, c.name) {
+        };
+        let (reason, text) = if let Some(why) = command::unsupported(cmd, c) {
+            ("unsupported", format!("ERR {why}"))
+        } else if let Some(text) = conceal::refusal(cmd, c.name) {
+            ("conceal", text)
+        } else if let Some(text) = self.policy_refusal(cmd, c, shared) {
             return Decision::Reply(error_reply(&text));
-        }
-        if let Some(text) = self.policy_refusal(cmd, c, shared) {
-            return Decision::Reply(error_reply(&text));
-        }
-        if self.in_multi && conceal::filters_reply(c.name) {
+        } else if self.in_multi && conceal::filters_reply(c.name) {
             // Its reply would come back inside EXEC's, unfiltered.
-            return Decision::Reply(error_reply(
-                "NOPERM asynq-guard: INFO is refused inside MULTI, its reply could not be filtered",
-            ));
-        }
-        if c.pubsub && self.in_multi {
-            return Decision::Reply(error_reply(
-                "ERR asynq-guard: subscribe commands are not available inside MULTI",
-            ));
-        }
-        Decision::Forward
+            (
+                "conceal",
+                "NOPERM asynq-guard: INFO is refused inside MULTI, its reply could not be filtered"
+                    .to_string(),
+            )
+        } else if c.pubsub && self.in_multi {
+            (
+                "unsupported",
+                "ERR asynq-guard: subscribe commands are not available inside MULTI".to_string(),
+            )
+        } else {
+            return Decision::Forward;
+        };
+        let shown = c
+            .name
+            .map_or_else(|| shown_bytes(&cmd.args[0]), str::to_ascii_uppercase);
+        self.refused(shared, &identity.name, "none", reason, &shown, None);
+        Decision::Reply(error_reply(&text))
     }
 
     /// Whether the identity may send the command: it must be asynq

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{NO_RAW, Proxy, RAW_GRANT, Redis, Value, bulk, ok};
+use support::{NO_RAW, Proxy, RAW_GRANT, Redis, Value, bulk, metric, ok};
 
 /// Names that Redis may run as CONFIG, CLUSTER NODES or EVAL.
 fn nul_variants(name: &str) -> Vec<String> {
@@ -86,6 +86,17 @@ async fn commands_that_make_redis_connect_out_are_refused() {
     };
     assert!(String::from_utf8_lossy(&info).contains("role:master"));
     assert_eq!(direct.cmd(&["GET", "k"]).await, bulk("v"));
+
+    // Refused even with raw, and counted as concealment.
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "asynq_guard_refusals_total{identity=\"test\",operation=\"none\",reason=\"conceal\"}"
+        ),
+        Some(6.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
