@@ -22,7 +22,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// The policy of these tests: `web` may enqueue e-mails to `critical`;
 /// `loader` fills queues `a` and `b` for the others; `worker-a` consumes
-/// `a`; `dashboard` inspects everything; `operator` also changes it.
+/// `a`; `dashboard` inspects everything; `operator` also changes it;
+/// `anything` may enqueue anything anywhere.
 fn policy() -> String {
     format!(
         "{}\
@@ -30,8 +31,16 @@ fn policy() -> String {
          [[grant]]\nidentity = \"loader\"\noperations = [\"enqueue\"]\nqueues = [\"a\", \"b\"]\ntask_types = [\"*\"]\n\
          [[grant]]\nidentity = \"worker-a\"\noperations = [\"consume\"]\nqueues = [\"a\"]\n\
          [[grant]]\nidentity = \"dashboard\"\noperations = [\"inspect\"]\nqueues = [\"*\"]\n\
-         [[grant]]\nidentity = \"operator\"\noperations = [\"inspect\", \"manage\"]\nqueues = [\"*\"]\n",
-        identities(&["web", "loader", "worker-a", "dashboard", "operator"])
+         [[grant]]\nidentity = \"operator\"\noperations = [\"inspect\", \"manage\"]\nqueues = [\"*\"]\n\
+         [[grant]]\nidentity = \"anything\"\noperations = [\"enqueue\"]\nqueues = [\"*\"]\ntask_types = [\"*\"]\n",
+        identities(&[
+            "web",
+            "loader",
+            "worker-a",
+            "dashboard",
+            "operator",
+            "anything"
+        ])
     )
 }
 
@@ -109,6 +118,14 @@ async fn producers_get_noperm_and_redis_keeps_nothing(version: &str) {
         if task_type == "report" {
             assert!(text.contains("task type 'report'"), "{text}");
         }
+    }
+    // Case 5: braces in a queue name are refused even under queue "*".
+    for queue in ["a}b", "a{b", "{a}"] {
+        let text = refusal_text(&probe(&binary, &proxy, "anything", queue, "job"));
+        assert!(
+            text.contains("NOPERM asynq-guard: identity 'anything'"),
+            "{queue}: {text}"
+        );
     }
     assert_eq!(
         snapshot(&redis).await,
