@@ -26,6 +26,21 @@ mod plain;
 use crate::resp::{Command, parse_int};
 use catalog::Script;
 
+/// Client bytes (a key, a queue name, a task type) as errors and logs show
+/// them: printable, at most 100 characters, so that a refusal never
+/// echoes a large argument back.
+pub fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(100)]);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if bytes.len() > 100 {
+        out.push('…');
+    }
+    out
+}
+
 /// What an asynq component does, as grants name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
@@ -177,10 +192,7 @@ pub fn script_use(cmd: &Command, name: Option<&'static str>) -> Option<ScriptUse
     };
     Some(match name? {
         "evalsha" | "evalsha_ro" => match arg(1) {
-            Some(sha) => known(
-                catalog::by_sha(sha),
-                String::from_utf8_lossy(sha).to_ascii_lowercase(),
-            ),
+            Some(sha) => known(catalog::by_sha(sha), shown(sha).to_ascii_lowercase()),
             None => ScriptUse::Unknown("(no sha)".into()),
         },
         "eval" | "eval_ro" => match arg(1) {

@@ -27,6 +27,9 @@ use crate::policy;
 use crate::resp::{Command, error_reply};
 use crate::session::Shared;
 use crate::upstream;
+use repeats::Repeats;
+
+mod repeats;
 
 /// The target of audit events.
 pub const AUDIT: &str = "asynq_guard::audit";
@@ -37,9 +40,6 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 const NOPROTO: &str = "NOPROTO unsupported protocol version";
 const RESP2_ONLY: &str =
     "ERR unknown command 'HELLO 3': this asynq-guard listener speaks RESP2 only, log in with AUTH";
-
-/// Identical refusals on one connection are logged at most this often.
-const AUDIT_REPEAT: Duration = Duration::from_secs(10);
 
 /// A command name as errors show it: printable ASCII, at most 64 bytes.
 fn shown_bytes(name: &[u8]) -> String {
@@ -99,22 +99,20 @@ pub struct Gate {
     identity: Option<Arc<Identity>>,
     in_multi: bool,
     multi_refused: bool,
-    /// The last refusal audited: what, when, and repeats not logged since.
-    last_refusal: Option<(RefusalKey, Instant, u64)>,
+    /// Which refusals the audit log has been told about.
+    repeats: Repeats,
 }
-
-type RefusalKey = (&'static str, String, Option<String>);
 
 impl Gate {
     /// A gate for a new connection: authenticated from the start only if
     /// its client certificate proves an identity that needs no secret.
     pub fn new(conn: Conn) -> Self {
         let mut gate = Gate {
-            conn,
+            conn: conn.clone(),
             identity: None,
             in_multi: false,
             multi_refused: false,
-            last_refusal: None,
+            repeats: Repeats::new(conn.peer, conn.listener.clone()),
         };
         gate.identity = gate.certificate_login();
         gate
@@ -231,10 +229,9 @@ impl Gate {
         Some(refusal.text)
     }
 
-    /// Counts a policy refusal and writes its audit event. Repeats of one
-    /// refusal on a connection (a worker whose grant lacks a queue asks
-    /// for it in a loop) are logged once per [`AUDIT_REPEAT`] with the
-    /// number left out; the metric counts every one.
+    /// Counts a refusal and writes its audit event. Repeats of one refusal
+    /// on a connection are logged once per [`repeats::AUDIT_REPEAT`] with
+    /// the number left out (see [`repeats`]); the metric counts every one.
     fn refused(
         &mut self,
         shared: &Shared,
@@ -249,20 +246,17 @@ impl Gate {
             .refusals
             .with_label_values(&[identity, op, reason])
             .inc();
-        let key = (reason, what.to_string(), queue.map(str::to_string));
-        let now = Instant::now();
-        let mut repeats = 0;
-        if let Some((last, since, skipped)) = &mut self.last_refusal
-            && *last == key
-        {
-            if now.duration_since(*since) < AUDIT_REPEAT {
-                *skipped += 1;
-                return;
-            }
-            repeats = *skipped;
-        }
-        self.last_refusal = Some((key, now, 0));
-        info!(target: AUDIT, event = "refusal", identity, operation = op, reason, command = what, queue = queue.unwrap_or(""), earlier_repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
+        let key = (
+            identity.to_string(),
+            op.to_string(),
+            reason,
+            what.to_string(),
+            queue.map(str::to_string),
+        );
+        let Some(repeats) = self.repeats.log_now(&key, Instant::now()) else {
+            return;
+        };
+        info!(target: AUDIT, event = "refusal", identity, operation = op, reason, command = what, queue = queue.unwrap_or(""), repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
     }
 
     /// The NOAUTH text, saying why when a client certificate is the cause.

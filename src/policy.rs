@@ -10,7 +10,7 @@
 
 use glob::Pattern;
 
-use crate::asynq::{Access, Operation};
+use crate::asynq::{Access, Operation, shown};
 
 /// One grant: operations on the queues it names.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
     let op = ops.first().copied().unwrap_or(Operation::Manage);
     let refuse = |reason: Reason, why: String| {
         let target = match queue {
-            Some(q) => format!(" on queue '{q}'"),
+            Some(q) => format!(" on queue '{}'", shown(q.as_bytes())),
             None => String::new(),
         };
         let needed = ops
@@ -123,7 +123,10 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
     } else {
         refuse(
             Reason::TaskType,
-            format!("task type '{task_type}' is not granted on this queue"),
+            format!(
+                "task type '{}' is not granted on this queue",
+                shown(task_type.as_bytes())
+            ),
         )
     }
 }

@@ -456,7 +456,9 @@ impl<'a> Call<'a> {
         };
         match &self.queue {
             Some(first) if *first != q => Err(format!(
-                "names queue '{q}' where the call's other keys name '{first}'"
+                "names queue '{}' where the call's other keys name '{}'",
+                super::shown(q.as_bytes()),
+                super::shown(first.as_bytes())
             )),
             Some(_) => Ok(()),
             None => {
@@ -594,7 +596,7 @@ impl<'a> Call<'a> {
         if msg.queue != queue {
             return Err(format!(
                 "stores a task message of queue '{}' under queue '{queue}'",
-                msg.queue
+                super::shown(msg.queue.as_bytes())
             ));
         }
         if self.task_id.is_some_and(|id| msg.id.as_bytes() != id) {

@@ -8,7 +8,7 @@
 //! rather than guessed at.
 
 use super::Operation::{Consume, Enqueue, Inspect, Manage, Schedule};
-use super::{Access, NotAsynq, Operation, keys};
+use super::{Access, NotAsynq, Operation, keys, shown};
 use crate::resp::{Command, parse_int};
 
 /// Classifies a command that is not scripting.
@@ -65,14 +65,6 @@ fn describe(upper: &str, args: &[&[u8]]) -> String {
         }
         (_, Some(key)) => format!("{upper} {}", shown(key)),
     }
-}
-
-/// A key as errors show it: printable, at most 100 characters.
-pub fn shown(key: &[u8]) -> String {
-    String::from_utf8_lossy(&key[..key.len().min(100)])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Commands every authenticated connection may send: they touch no data.
