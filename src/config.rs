@@ -309,6 +309,9 @@ pub struct Settings {
     pub limits: Limits,
     pub max_pending_commands: usize,
     pub auth_timeout: Duration,
+    /// Valid but probably not meant: `check` prints them, `serve` logs
+    /// them at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -403,6 +406,16 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
 
     let mut identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
     apply_grants(&mut identities, &file.grant).map_err(|(f, r)| invalid(&f, r))?;
+    let warnings = identities
+        .iter()
+        .filter(|i| !i.raw && i.grants.is_empty())
+        .map(|i| {
+            format!(
+                "identity {:?} has no [[grant]]: it can log in, but every asynq command it sends will be refused",
+                i.name
+            )
+        })
+        .collect();
     let identities = Identities::new(identities);
     if file.auth.max_failures_per_minute == 0 {
         return Err(invalid(
@@ -425,6 +438,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         limits,
         max_pending_commands: file.limits.max_pending_commands,
         auth_timeout: Duration::from_secs(file.auth.timeout_secs),
+        warnings,
     })
 }
 

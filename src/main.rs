@@ -69,7 +69,10 @@ fn init_logging(format: LogFormat) {
 
 fn check(config: PathBuf) -> ExitCode {
     match asynq_guard::config::load(&config) {
-        Ok(_) => {
+        Ok(settings) => {
+            for w in &settings.warnings {
+                eprintln!("warning: {}: {w}", config.display());
+            }
             println!("{}: ok", config.display());
             ExitCode::SUCCESS
         }
@@ -112,7 +115,12 @@ fn main() -> ExitCode {
         Cmd::Serve { config, log_format } => {
             init_logging(log_format);
             let settings = match asynq_guard::config::load(&config) {
-                Ok(s) => s,
+                Ok(s) => {
+                    for w in &s.warnings {
+                        tracing::warn!(config = %config.display(), "{w}");
+                    }
+                    s
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "invalid configuration");
                     return ExitCode::from(2);

@@ -199,3 +199,14 @@ fn grants_name_defined_identities_and_known_operations() {
 fn admin_can_be_turned_off() {
     assert!(parse("[admin]\naddress = \"\"\n").unwrap().admin.is_none());
 }
+
+#[test]
+fn an_identity_without_grants_is_a_warning() {
+    let bare = parse("").unwrap();
+    assert_eq!(bare.warnings.len(), 1, "{:?}", bare.warnings);
+    assert!(bare.warnings[0].contains("\"t\" has no [[grant]]"));
+    let granted =
+        parse("[[grant]]\nidentity = \"t\"\noperations = [\"inspect\"]\nqueues = [\"*\"]\n")
+            .unwrap();
+    assert!(granted.warnings.is_empty());
+}
