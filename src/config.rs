@@ -186,6 +186,11 @@ pub struct UpstreamFile {
     /// Give up connecting to Redis after this long. Default 3000.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// The Redis database asynq's data is in (asynq's
+    /// `RedisClientOpt.DB`); the proxy selects it on every connection and
+    /// clients may `SELECT` only it. Default 0.
+    #[serde(default)]
+    pub database: u32,
     pub tls: Option<UpstreamTlsFile>,
 }
 
@@ -197,6 +202,7 @@ impl Default for UpstreamFile {
             password_file: None,
             password_env: None,
             connect_timeout_ms: default_connect_timeout(),
+            database: 0,
             tls: None,
         }
     }
@@ -329,6 +335,8 @@ pub struct UpstreamSettings {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub connect_timeout: Duration,
+    /// Selected after login; the only database clients may `SELECT`.
+    pub database: u32,
     pub tls: Option<tls::UpstreamTls>,
 }
 
@@ -739,6 +747,7 @@ fn validate_upstream(file: UpstreamFile) -> Result<UpstreamSettings, FieldError>
         username: file.username,
         password,
         connect_timeout: Duration::from_millis(file.connect_timeout_ms),
+        database: file.database,
         tls,
     })
 }

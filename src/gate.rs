@@ -199,7 +199,12 @@ impl Gate {
         if identity.raw {
             return None;
         }
-        let access = match asynq::classify(cmd, c.name) {
+        let classified = match c.name {
+            // The database is the proxy's setting, not asynq's.
+            Some("select") => self.select(cmd, shared),
+            _ => asynq::classify(cmd, c.name),
+        };
+        let access = match classified {
             Ok(access) => access,
             Err(NotAsynq(why)) => {
                 let shown = match c.name {
@@ -227,6 +232,19 @@ impl Gate {
             queue,
         );
         Some(refusal.text)
+    }
+
+    /// `SELECT` of the database the proxy serves (`upstream.database`,
+    /// already selected upstream) is housekeeping; any other is refused.
+    fn select(&self, cmd: &Command, shared: &Shared) -> Result<Access, NotAsynq> {
+        let db = shared.upstream.database.to_string();
+        if cmd.args.len() == 2 && cmd.args[1][..] == *db.as_bytes() {
+            Ok(Access::Housekeeping)
+        } else {
+            Err(NotAsynq(format!(
+                "asynq-guard serves database {db} only (upstream.database)"
+            )))
+        }
     }
 
     /// Counts a refusal and writes its audit event. Repeats of one refusal

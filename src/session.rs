@@ -319,7 +319,7 @@ where
         first,
     } = start;
     let mut authenticated = gate.identity().is_some();
-    let relogin = upstream::login_command(&shared.upstream);
+    let relogin = upstream::login_commands(&shared.upstream);
     let mut out = BytesMut::with_capacity(16 * 1024);
     if let Some((slot, raw)) = first {
         pending.fetch_add(1, Ordering::Relaxed);
@@ -368,11 +368,10 @@ where
             if planned.closing {
                 end = Some(RequestEnd::Closing);
             }
-            // Redis logs the connection out on RESET: log it in again
-            // with the proxy's credentials, unseen by the client.
-            let hidden = (c.expect == Expect::Reset && planned.raw.is_some())
-                .then(|| relogin.clone())
-                .flatten();
+            // Redis logs the connection out and goes back to database 0
+            // on RESET: log it in again and select the database, unseen
+            // by the client.
+            let hidden = c.expect == Expect::Reset && planned.raw.is_some();
             batch.push(planned.slot);
             if let Some(raw) = planned.raw {
                 if raw.len() > COPY_LIMIT {
@@ -391,9 +390,11 @@ where
                     out.extend_from_slice(&raw);
                 }
             }
-            if let Some(login) = hidden {
-                batch.push(Slot::Hidden);
-                out.extend_from_slice(&login);
+            if hidden {
+                for login in &relogin {
+                    batch.push(Slot::Hidden);
+                    out.extend_from_slice(login);
+                }
             }
             if end.is_some() {
                 break;

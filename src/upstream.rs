@@ -91,10 +91,10 @@ pub async fn connect(
         }
     };
 
-    if let Some(login) = login_command(settings) {
+    for login in login_commands(settings) {
         let reply = tokio::time::timeout(timeout, round_trip(&mut read, &mut write, &login))
             .await
-            .map_err(|_| UpstreamError::Handshake("AUTH reply timed out".into()))??;
+            .map_err(|_| UpstreamError::Handshake("login reply timed out".into()))??;
         if reply.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
             let credentials = ["WRONGPASS", "NOAUTH", "NOPERM", "ERR invalid password"]
@@ -142,16 +142,25 @@ pub async fn probe(settings: &UpstreamSettings) -> Result<(), String> {
     Ok(())
 }
 
-/// The proxy's `AUTH` command for Redis, if it has credentials. The bytes
-/// hold the password: they go to Redis only, never to a log or a client.
-pub fn login_command(settings: &UpstreamSettings) -> Option<Bytes> {
-    let password = settings.password.as_ref()?;
-    let mut args: Vec<&[u8]> = vec![b"AUTH"];
-    if let Some(user) = &settings.username {
-        args.push(user.as_bytes());
+/// What the proxy sends on a new upstream connection (and again after a
+/// client's `RESET`): `AUTH` if it has credentials, `SELECT` of the
+/// configured database unless it is 0. The bytes hold the password: they
+/// go to Redis only, never to a log or a client.
+pub fn login_commands(settings: &UpstreamSettings) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    if let Some(password) = &settings.password {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &settings.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.expose().as_bytes());
+        out.push(encode_command(&args));
     }
-    args.push(password.expose().as_bytes());
-    Some(encode_command(&args))
+    if settings.database != 0 {
+        let db = settings.database.to_string();
+        out.push(encode_command(&[b"SELECT", db.as_bytes()]));
+    }
+    out
 }
 
 /// Sends one encoded command and reads its one RESP2 reply.

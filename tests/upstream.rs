@@ -4,8 +4,8 @@
 mod support;
 
 use support::{
-    Deadline, Proxy, Redis, Value, bulk, command, info_field, int, metric, ok, simple,
-    wait_for_info,
+    Deadline, ENQUEUE_Q, Proxy, Redis, TEST_SECRET, TEST_USER, Value, bulk, command, info_field,
+    int, metric, ok, simple, wait_for_info,
 };
 
 const INCR_SCRIPT: &str = "return redis.call('INCR', KEYS[1])";
@@ -252,4 +252,43 @@ async fn eval_lost_with_a_frozen_redis_gets_an_error_and_is_not_replayed() {
     assert_eq!(later.cmd(&["GET", "counter"]).await, Value::Null);
     let mut direct = redis.client().await;
     assert_eq!(direct.cmd(&["GET", "counter"]).await, Value::Null);
+}
+
+/// `upstream.database`: the proxy selects it on every upstream connection
+/// and again after a client's RESET, and it is the one database clients
+/// without a raw grant may SELECT.
+#[tokio::test]
+async fn the_configured_database_is_selected_and_the_only_one_clients_may_select() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::builder(&redis.address())
+        .upstream_keys("database = 3")
+        .extra(ENQUEUE_Q)
+        .start()
+        .await;
+    let mut client = proxy.client().await;
+    assert_eq!(client.cmd(&["SADD", "asynq:queues", "q"]).await, int(1));
+
+    let mut direct = redis.client().await;
+    assert_eq!(direct.cmd(&["EXISTS", "asynq:queues"]).await, int(0));
+    assert_eq!(direct.cmd(&["SELECT", "3"]).await, ok());
+    assert_eq!(
+        direct.cmd(&["SMEMBERS", "asynq:queues"]).await,
+        Value::Array(vec![bulk("q")])
+    );
+
+    assert_eq!(client.cmd(&["SELECT", "3"]).await, ok());
+    let refused = client.cmd(&["SELECT", "0"]).await;
+    assert!(
+        refused.error_text().starts_with("NOPERM")
+            && refused.error_text().contains("serves database 3 only"),
+        "{refused:?}"
+    );
+
+    // After RESET (which sends Redis back to database 0) and a new
+    // login, the client is still in database 3: SADD finds q there.
+    assert_eq!(client.cmd(&["RESET"]).await, simple("RESET"));
+    assert_eq!(client.cmd(&["AUTH", TEST_USER, TEST_SECRET]).await, ok());
+    assert_eq!(client.cmd(&["SADD", "asynq:queues", "q"]).await, int(0));
+    assert_eq!(direct.cmd(&["SELECT", "0"]).await, ok());
+    assert_eq!(direct.cmd(&["DBSIZE"]).await, int(0));
 }

@@ -75,8 +75,6 @@ fn housekeeping(cmd: &Command, name: &str) -> bool {
         "echo" => n == 2,
         "quit" | "reset" | "multi" | "exec" | "discard" => n == 1,
         "auth" | "hello" => true,
-        // TODO: serve other databases (SELECT upstream after login and RESET); only 0 is served.
-        "select" => n == 2 && &cmd.args[1][..] == b"0",
         "client" => ["setname", "setinfo", "getname", "id"]
             .iter()
             .any(|sub| cmd.arg_is(1, sub)),
