@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::{
-    Proxy, Redis, Value as Reply, build_harness, harness_json, identities, login_args, metric,
+    Proxy, Redis, build_harness, harness_json, identities, key_dumps, login_args, metric,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -45,18 +45,8 @@ fn policy() -> String {
 }
 
 /// Every key of Redis with its `DUMP`, to show that nothing changed.
-async fn snapshot(redis: &Redis) -> BTreeMap<Vec<u8>, Reply> {
-    let mut direct = redis.client().await;
-    let Reply::Array(keys) = direct.cmd(&["KEYS", "*"]).await else {
-        panic!("KEYS did not answer an array")
-    };
-    let mut out = BTreeMap::new();
-    for key in keys {
-        let Reply::Bulk(key) = key else { continue };
-        direct.send_bytes(&[b"DUMP", &key]).await;
-        out.insert(key, direct.read().await);
-    }
-    out
+async fn snapshot(redis: &Redis) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    key_dumps(&mut redis.client().await).await
 }
 
 /// `-probe`: one enqueue as `who` of a task of `task_type` to `queue`.

@@ -11,8 +11,8 @@ mod support;
 use std::process::Command;
 
 use support::{
-    BINARY, Client, Deadline, NO_RAW, Proto, Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, Value,
-    array, bulk, int, metric, ok, secret_hash, simple,
+    BINARY, Client, NO_RAW, Proto, Proxy, Redis, TEST_SECRET, TEST_USER, TempDir, Value, array,
+    bulk, int, log_line, metric, ok, secret_hash, simple,
 };
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -54,19 +54,6 @@ async fn start(identities: &str) -> (Redis, Proxy) {
 
 fn err(text: &str) -> Value {
     Value::Error(text.to_string())
-}
-
-/// Waits until the proxy's standard error has a line containing every
-/// one of `parts`, and returns that line.
-async fn log_line(proxy: &Proxy, parts: &[&str]) -> String {
-    let deadline = Deadline::new(format!("a log line with {parts:?}"));
-    loop {
-        let log = proxy.stderr();
-        if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return line.to_string();
-        }
-        deadline.tick().await;
-    }
 }
 
 // === before authentication ===

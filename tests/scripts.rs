@@ -7,35 +7,10 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use support::{
-    Client, ENQUEUE_Q, NO_RAW, Proxy, Redis, Value, bulk, command, encode, int, task_message,
+    Client, ENQUEUE_Q, NO_RAW, Proxy, Redis, Value, asynq_script, bulk, command, encode, int,
+    task_message,
 };
-
-/// The body of asynq v0.26.0's script `name`, read from the module cache.
-fn asynq_script(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness");
-    let module = Command::new("go")
-        .args(["list", "-m", "-f", "{{.Dir}}", "github.com/hibiken/asynq"])
-        .current_dir(&dir)
-        .output()
-        .expect("go list (is Go installed?)");
-    assert!(module.status.success(), "go list asynq");
-    let module = String::from_utf8(module.stdout).expect("path");
-    let out = Command::new("go")
-        .args(["run", "./cmd/scriptshas", "-print", name, module.trim()])
-        .current_dir(&dir)
-        .output()
-        .expect("run scriptshas");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 script")
-}
 
 const ENQUEUE: &str = "redis.call('HSET', KEYS[1], 'msg', ARGV[1]) \
                        redis.call('LPUSH', KEYS[2], ARGV[2]) return 1";

@@ -143,6 +143,18 @@ pub fn command(args: &[&str]) -> Vec<u8> {
     encode(&args)
 }
 
+/// A command's text arguments as owned bytes, the form [`send`] takes.
+pub fn owned(args: &[&str]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+/// Sends one command given as owned arguments and reads its reply.
+pub async fn send(client: &mut Client, args: &[Vec<u8>]) -> Value {
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    client.send_bytes(&args).await;
+    client.read().await
+}
+
 /// A byte stream a [`Client`] can speak over: plain TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 

@@ -11,11 +11,12 @@
 //!
 //! | what | module |
 //! |---|---|
-//! | `redis-server`: start, freeze, kill, restart; `INFO` fields | [`redis`] |
-//! | `asynq-guard serve`, `/metrics`, `/healthz` | [`proxy`] |
+//! | `redis-server`: start, freeze, kill, restart; `INFO` fields; snapshots of its keys | [`redis`] |
+//! | `asynq-guard serve`, `/metrics`, `/healthz`, its log | [`proxy`] |
 //! | RESP client and decoded replies | [`client`] |
 //! | generated certificates, TLS client | [`tls`] |
-//! | asynq task messages and grants | [`asynq`] |
+//! | asynq task messages, grants, scripts and script calls | [`asynq`] |
+//! | the per-identity policy of the grant tests, expected refusals | [`policy`] |
 //! | the Go asynq harness at a pinned version | [`harness`] |
 
 // Each test binary uses a different part of this module.
@@ -24,6 +25,7 @@
 mod asynq;
 mod client;
 mod harness;
+mod policy;
 mod proxy;
 mod redis;
 mod tls;
@@ -35,6 +37,9 @@ pub use client::*;
 // Only the tests that run the Go harness use these.
 #[allow(unused_imports)]
 pub use harness::*;
+// Only the tests of per-identity grants use these.
+#[allow(unused_imports)]
+pub use policy::*;
 pub use proxy::*;
 pub use redis::*;
 // Only the tests of TLS listeners use these.

@@ -331,3 +331,16 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// The first line of the proxy's log holding every one of `parts`,
+/// waited for.
+pub async fn log_line(proxy: &Proxy, parts: &[&str]) -> String {
+    let deadline = Deadline::new(format!("a log line with {parts:?}"));
+    loop {
+        let log = proxy.stderr();
+        if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_string();
+        }
+        deadline.tick().await;
+    }
+}

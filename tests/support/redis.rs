@@ -1,6 +1,7 @@
 //! A `redis-server` of a test's own, and what tests read from it
 //! directly (not through the proxy).
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -163,13 +164,18 @@ async fn answers_ping(address: &str) -> bool {
     )
 }
 
-/// A numeric field of `INFO <section>`, asked over `direct` (a client
-/// connected to Redis itself).
+/// The text of `INFO <section>`, asked over `direct` (a client connected
+/// to Redis itself).
+pub async fn info(direct: &mut Client, section: &str) -> String {
+    match direct.cmd(&["INFO", section]).await {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO {section} answered {other:?}"),
+    }
+}
+
+/// A numeric field of `INFO <section>`, asked over `direct`.
 pub async fn info_field(direct: &mut Client, section: &str, field: &str) -> i64 {
-    let Value::Bulk(text) = direct.cmd(&["INFO", section]).await else {
-        panic!("INFO {section} is not a bulk string")
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
+    let text = info(direct, section).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(field)?
@@ -186,5 +192,89 @@ pub async fn wait_for_info(direct: &mut Client, section: &str, field: &str, want
     let deadline = Deadline::new(format!("INFO {field} to become {want}"));
     while info_field(direct, section, field).await != want {
         deadline.tick().await;
+    }
+}
+
+// === what Redis holds ===
+
+/// The names of database 0's keys as `KEYS *` answers them.
+async fn keys(direct: &mut Client) -> Vec<Vec<u8>> {
+    let Value::Array(names) = direct.cmd(&["KEYS", "*"]).await else {
+        panic!("KEYS * is not an array")
+    };
+    names
+        .into_iter()
+        .map(|name| match name {
+            Value::Bulk(name) => name,
+            other => panic!("key {other:?}"),
+        })
+        .collect()
+}
+
+/// The names of database 0's keys, sorted.
+pub async fn key_names(direct: &mut Client) -> Vec<String> {
+    let mut names: Vec<String> = keys(direct)
+        .await
+        .into_iter()
+        .map(|n| String::from_utf8(n).expect("UTF-8 key"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every key of database 0 with its `DUMP`.
+pub async fn key_dumps(direct: &mut Client) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut dumps = BTreeMap::new();
+    for name in keys(direct).await {
+        direct.send_bytes(&[b"DUMP", &name]).await;
+        let Value::Bulk(dump) = direct.read().await else {
+            panic!("DUMP of {:?}", String::from_utf8_lossy(&name))
+        };
+        dumps.insert(name, dump);
+    }
+    dumps
+}
+
+/// Everything a forwarded command could have changed in Redis, read
+/// directly: every key of database 0 with its `DUMP`, the key counts of
+/// every database, the script cache, and the calls and errors per command
+/// (without the commands this snapshot sends itself).
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub keys: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub keyspace: String,
+    pub cached_scripts: String,
+    pub commands: BTreeMap<String, String>,
+}
+
+/// A [`Snapshot`] of Redis, read over `direct`.
+pub async fn snapshot(direct: &mut Client) -> Snapshot {
+    // Counts first: the snapshot's own commands are not in them.
+    let commands = info(direct, "commandstats")
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(':'))
+        .filter(|(name, _)| !["info", "keys", "dump"].contains(name))
+        .map(|(name, fields)| {
+            // Calls and errors, not the times.
+            let kept: Vec<&str> = fields
+                .split(',')
+                .filter(|f| !f.starts_with("usec"))
+                .collect();
+            (name.to_string(), kept.join(","))
+        })
+        .collect();
+    let keyspace = info(direct, "keyspace").await;
+    let cached_scripts = info(direct, "memory")
+        .await
+        .lines()
+        .find(|l| l.starts_with("number_of_cached_scripts:"))
+        .expect("number_of_cached_scripts in INFO memory")
+        .to_string();
+    Snapshot {
+        keys: key_dumps(direct).await,
+        keyspace,
+        cached_scripts,
+        commands,
     }
 }
