@@ -93,9 +93,15 @@ pub enum Access {
     Asynq {
         ops: &'static [Operation],
         queue: Option<String>,
+        /// Reads data of every queue (workers' and schedulers' entries
+        /// carry payloads of all queues): needs the operation on `*`.
+        every_queue: bool,
         task_type: Option<String>,
         /// The asynq call, for refusals and audit (never a payload).
         what: String,
+        /// Index of an argument holding the caller's "now", which the
+        /// proxy replaces with its own clock before forwarding.
+        clock_arg: Option<usize>,
     },
 }
 
@@ -137,8 +143,10 @@ fn classify_script(
         return Ok(Access::Asynq {
             ops: layout::ops_of(s.op),
             queue: None,
+            every_queue: false,
             task_type: None,
             what: format!("SCRIPT LOAD of {}", s.op),
+            clock_arg: None,
         });
     }
     let (keys, argv) = split_script_args(cmd).map_err(NotAsynq)?;
@@ -146,8 +154,11 @@ fn classify_script(
     Ok(Access::Asynq {
         ops: access.ops,
         queue: access.queue,
+        every_queue: false,
         task_type: access.task_type,
         what: format!("script {}", s.op),
+        // EVAL/EVALSHA, script, numkeys, KEYS, then ARGV.
+        clock_arg: access.clock_arg.map(|i| 3 + keys.len() + i),
     })
 }
 

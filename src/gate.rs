@@ -14,21 +14,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::info;
 
-use crate::asynq::{self, Access, NotAsynq};
 use crate::auth::{CertIdentity, Identity, PasswordCheck};
 use crate::command::{self, Classified};
 use crate::conceal;
-use crate::policy;
 use crate::resp::{Command, error_reply};
 use crate::session::Shared;
 use crate::upstream;
+use authorize::Refused;
 use repeats::Repeats;
 
+mod authorize;
 mod repeats;
 
 /// The target of audit events.
@@ -164,117 +164,42 @@ impl Gate {
             ("unsupported", format!("ERR {why}"))
         } else if let Some(text) = conceal::refusal(cmd, c.name) {
             ("conceal", text)
-        } else if let Some(text) = self.policy_refusal(cmd, c, shared) {
-            return Decision::Reply(error_reply(&text));
-        } else if self.in_multi && conceal::filters_reply(c.name) {
-            // Its reply would come back inside EXEC's, unfiltered.
-            (
-                "conceal",
-                "NOPERM asynq-guard: INFO is refused inside MULTI, its reply could not be filtered"
-                    .to_string(),
-            )
-        } else if c.pubsub && self.in_multi {
-            (
-                "unsupported",
-                "ERR asynq-guard: subscribe commands are not available inside MULTI".to_string(),
-            )
         } else {
-            return Decision::Forward;
+            let rewritten = match self.authorize(cmd, c, shared) {
+                Err(text) => return Decision::Reply(error_reply(&text)),
+                Ok(rewritten) => rewritten,
+            };
+            if self.in_multi && conceal::filters_reply(c.name) {
+                // Its reply would come back inside EXEC's, unfiltered.
+                (
+                    "conceal",
+                    "NOPERM asynq-guard: INFO is refused inside MULTI, its reply could not be filtered"
+                        .to_string(),
+                )
+            } else if c.pubsub && self.in_multi {
+                (
+                    "unsupported",
+                    "ERR asynq-guard: subscribe commands are not available inside MULTI"
+                        .to_string(),
+                )
+            } else {
+                return rewritten.map_or(Decision::Forward, Decision::ForwardAs);
+            }
         };
         let shown = c
             .name
             .map_or_else(|| shown_bytes(&cmd.args[0]), str::to_ascii_uppercase);
-        self.refused(shared, &identity.name, "none", reason, &shown, None);
-        Decision::Reply(error_reply(&text))
-    }
-
-    /// Whether the identity may send the command: it must be asynq
-    /// traffic ([`asynq::classify`]) that one of the identity's grants
-    /// covers ([`policy::check`]), or the identity must hold a `raw`
-    /// grant. Redis compares command names only up to a NUL byte, so
-    /// `CONFIG\0xyz` runs as CONFIG: names the proxy does not know are
-    /// never forwarded without raw.
-    fn policy_refusal(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Option<String> {
-        let identity = Arc::clone(self.identity.as_ref()?);
-        if identity.raw {
-            return None;
-        }
-        let classified = match c.name {
-            // The database is the proxy's setting, not asynq's.
-            Some("select") => self.select(cmd, shared),
-            _ => asynq::classify(cmd, c.name),
-        };
-        let access = match classified {
-            Ok(access) => access,
-            Err(NotAsynq(why)) => {
-                let shown = match c.name {
-                    Some(name) => name.to_ascii_uppercase(),
-                    None => format!("'{}'", shown_bytes(&cmd.args[0])),
-                };
-                self.refused(shared, &identity.name, "none", "not_asynq", &shown, None);
-                return Some(format!(
-                    "NOPERM asynq-guard: identity '{}' may not send {shown}: {why}; only a raw grant allows what asynq does not send",
-                    identity.name
-                ));
-            }
-        };
-        let refusal = policy::check(&identity.name, &identity.grants, &access).err()?;
-        let (what, queue) = match &access {
-            Access::Asynq { what, queue, .. } => (what.as_str(), queue.as_deref()),
-            Access::Housekeeping => ("", None),
-        };
         self.refused(
             shared,
-            &identity.name,
-            refusal.op.name(),
-            refusal.reason.label(),
-            what,
-            queue,
+            &Refused {
+                identity: &identity.name,
+                op: "none",
+                reason,
+                what: &shown,
+                ..Refused::default()
+            },
         );
-        Some(refusal.text)
-    }
-
-    /// `SELECT` of the database the proxy serves (`upstream.database`,
-    /// already selected upstream) is housekeeping; any other is refused.
-    fn select(&self, cmd: &Command, shared: &Shared) -> Result<Access, NotAsynq> {
-        let db = shared.upstream.database.to_string();
-        if cmd.args.len() == 2 && cmd.args[1][..] == *db.as_bytes() {
-            Ok(Access::Housekeeping)
-        } else {
-            Err(NotAsynq(format!(
-                "asynq-guard serves database {db} only (upstream.database)"
-            )))
-        }
-    }
-
-    /// Counts a refusal and writes its audit event. Repeats of one refusal
-    /// on a connection are logged once per [`repeats::AUDIT_REPEAT`] with
-    /// the number left out (see [`repeats`]); the metric counts every one.
-    fn refused(
-        &mut self,
-        shared: &Shared,
-        identity: &str,
-        op: &str,
-        reason: &'static str,
-        what: &str,
-        queue: Option<&str>,
-    ) {
-        shared
-            .metrics
-            .refusals
-            .with_label_values(&[identity, op, reason])
-            .inc();
-        let key = (
-            identity.to_string(),
-            op.to_string(),
-            reason,
-            what.to_string(),
-            queue.map(str::to_string),
-        );
-        let Some(repeats) = self.repeats.log_now(&key, Instant::now()) else {
-            return;
-        };
-        info!(target: AUDIT, event = "refusal", identity, operation = op, reason, command = what, queue = queue.unwrap_or(""), repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
+        Decision::Reply(error_reply(&text))
     }
 
     /// The NOAUTH text, saying why when a client certificate is the cause.

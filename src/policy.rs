@@ -70,8 +70,10 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
     let Access::Asynq {
         ops,
         queue,
+        every_queue,
         task_type,
         what,
+        ..
     } = access
     else {
         return Ok(());
@@ -101,6 +103,19 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
     };
     if holding.is_empty() {
         return refuse(Reason::Operation, "no grant gives it this operation".into());
+    }
+    if *every_queue {
+        let everywhere = holding
+            .iter()
+            .any(|g| g.queues.iter().any(|p| p.as_str() == "*"));
+        if everywhere {
+            return Ok(());
+        }
+        return refuse(
+            Reason::Queue,
+            "it shows task payloads of every queue, which needs the operation on queue \"*\""
+                .into(),
+        );
     }
     let Some(queue) = queue else {
         return Ok(());
@@ -143,13 +158,19 @@ mod tests {
         }
     }
 
-    fn enqueue(queue: &str, task_type: &str) -> Access {
+    fn access(ops: &'static [Operation], queue: Option<&str>, task_type: Option<&str>) -> Access {
         Access::Asynq {
-            ops: &[Operation::Enqueue],
-            queue: Some(queue.into()),
-            task_type: Some(task_type.into()),
-            what: "script enqueue".into(),
+            ops,
+            queue: queue.map(String::from),
+            every_queue: false,
+            task_type: task_type.map(String::from),
+            what: "a call".into(),
+            clock_arg: None,
         }
+    }
+
+    fn enqueue(queue: &str, task_type: &str) -> Access {
+        access(&[Operation::Enqueue], Some(queue), Some(task_type))
     }
 
     #[test]
@@ -177,23 +198,13 @@ mod tests {
     #[test]
     fn other_operations_and_global_keys() {
         let grants = [grant(&[Operation::Consume], &["critical"], &[])];
-        let dequeue = |q: &str| Access::Asynq {
-            ops: &[Operation::Consume],
-            queue: Some(q.into()),
-            task_type: None,
-            what: "script dequeue".into(),
-        };
+        let dequeue = |q: &str| access(&[Operation::Consume], Some(q), None);
         assert!(check("w", &grants, &dequeue("critical")).is_ok());
         assert_eq!(
             check("w", &grants, &dequeue("low")).unwrap_err().reason,
             Reason::Queue
         );
-        let heartbeat = Access::Asynq {
-            ops: &[Operation::Consume],
-            queue: None,
-            task_type: None,
-            what: "script writeServerState".into(),
-        };
+        let heartbeat = access(&[Operation::Consume], None, None);
         assert!(check("w", &grants, &heartbeat).is_ok());
         assert_eq!(
             check("w", &[], &heartbeat).unwrap_err().reason,
@@ -207,5 +218,19 @@ mod tests {
             Reason::Operation
         );
         assert!(check("w", &[], &Access::Housekeeping).is_ok());
+    }
+
+    #[test]
+    fn payloads_of_every_queue_need_the_star() {
+        let mut workers = access(&[Operation::Inspect], None, None);
+        if let Access::Asynq { every_queue, .. } = &mut workers {
+            *every_queue = true;
+        }
+        let one = [grant(&[Operation::Inspect], &["critical", "low"], &[])];
+        let r = check("d", &one, &workers).unwrap_err();
+        assert_eq!(r.reason, Reason::Queue);
+        assert!(r.text.contains("every queue"), "{}", r.text);
+        let all = [grant(&[Operation::Inspect], &["*"], &[])];
+        assert!(check("d", &all, &workers).is_ok());
     }
 }

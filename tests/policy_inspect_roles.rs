@@ -9,8 +9,9 @@
 mod support;
 
 use support::{
-    NO_OPERATION, NO_QUEUE, Value, array, bulk, call, dequeue, enqueue, int, load, login, message,
-    not_asynq, not_granted, ok, owned, refusals, seed_task, send, simple, snapshot, start,
+    NO_OPERATION, NO_QUEUE, PAYLOAD, Value, array, bulk, call, dequeue, enqueue, int, load,
+    log_line, login, message, not_asynq, not_granted, ok, owned, refusals, seed_task, send, simple,
+    snapshot, start,
 };
 
 // === inspectors ===
@@ -425,4 +426,136 @@ async fn an_identity_without_grants_gets_housekeeping_only() {
         );
     }
     assert_eq!(refusals(&metrics, "nobody", "none", "not_asynq"), None);
+}
+
+/// Workers' and schedulers' entries carry the task payloads of every
+/// queue (asynq writes each running task into its server's entry), so
+/// reading them needs `inspect` on `*`: the operator, who inspects queue
+/// `a` only, is refused them; the dashboard reads them.
+#[tokio::test]
+async fn payloads_of_every_queue_need_inspect_on_star() {
+    let (redis, proxy) = start().await;
+    let mut direct = redis.client().await;
+    let entry = "asynq:workers:{host:1:u}";
+    direct
+        .send_bytes(&[b"HSET", entry.as_bytes(), b"task-in-b", PAYLOAD])
+        .await;
+    assert_eq!(direct.read().await, int(1));
+    let scheduler = "asynq:schedulers:{host:1:u}";
+    assert_eq!(direct.cmd(&["RPUSH", scheduler, "entry"]).await, int(1));
+
+    let mut operator = login(&proxy, "operator").await;
+    let needs_star =
+        "it shows task payloads of every queue, which needs the operation on queue \"*\"";
+    assert_eq!(
+        operator.cmd(&["HVALS", entry]).await,
+        not_granted(
+            "operator",
+            "inspect",
+            None,
+            &format!("HVALS {entry}"),
+            needs_star
+        )
+    );
+    assert_eq!(
+        operator.cmd(&["LRANGE", scheduler, "0", "-1"]).await,
+        not_granted(
+            "operator",
+            "inspect",
+            None,
+            &format!("LRANGE {scheduler}"),
+            needs_star
+        )
+    );
+    let mut dashboard = login(&proxy, "dashboard").await;
+    assert_eq!(
+        dashboard.cmd(&["HVALS", entry]).await,
+        array(vec![Value::Bulk(PAYLOAD.to_vec())])
+    );
+    assert_eq!(
+        dashboard.cmd(&["LRANGE", scheduler, "0", "-1"]).await,
+        array(vec![bulk("entry")])
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        refusals(&metrics, "operator", "inspect", "queue_not_granted"),
+        Some(2.0),
+        "{metrics}"
+    );
+}
+
+/// The registry listing also deletes entries whose heartbeat expired
+/// before the caller's "now". The proxy puts its own clock there, so a
+/// dashboard that claims a time far in the future lists the live servers
+/// and deletes none of them.
+#[tokio::test]
+async fn listing_servers_cannot_delete_live_ones() {
+    let (redis, proxy) = start().await;
+    let mut direct = redis.client().await;
+    let list = load(&mut direct, "listServerKeysCmd", "listServerKeys").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let live = "asynq:servers:{host:1:live}";
+    let stale = "asynq:servers:{host:2:stale}";
+    assert_eq!(
+        direct
+            .cmd(&["ZADD", "asynq:servers", &(now + 60).to_string(), live])
+            .await,
+        int(1)
+    );
+    assert_eq!(
+        direct
+            .cmd(&["ZADD", "asynq:servers", &(now - 60).to_string(), stale])
+            .await,
+        int(1)
+    );
+
+    let mut dashboard = login(&proxy, "dashboard").await;
+    let far_future = b"99999999999";
+    for verb in ["EVALSHA", "EVAL"] {
+        let reply = send(
+            &mut dashboard,
+            &call(verb, &list, &[b"asynq:servers"], &[far_future]),
+        )
+        .await;
+        assert_eq!(reply, array(vec![bulk(live)]), "{verb}");
+    }
+    assert_eq!(
+        direct.cmd(&["ZRANGE", "asynq:servers", "0", "-1"]).await,
+        array(vec![bulk(live)]),
+        "the live server was deleted, or the stale one kept"
+    );
+}
+
+/// A refusal's audit event says why a call is not asynq's and which task
+/// type was refused, so that probing of other queues shows in the log.
+#[tokio::test]
+async fn audit_events_say_why_and_which_task_type() {
+    let (redis, proxy) = start().await;
+    let mut direct = redis.client().await;
+    let deq = load(&mut direct, "dequeueCmd", "dequeue").await;
+    let enq = load(&mut direct, "enqueueCmd", "enqueue").await;
+
+    let mut worker = login(&proxy, "worker").await;
+    let reply = send(&mut worker, &dequeue("EVALSHA", &deq, "a", "asynq:{b}:t:")).await;
+    assert!(reply.error_text().starts_with("NOPERM"), "{reply:?}");
+    let line = log_line(
+        &proxy,
+        &["event=\"refusal\"", "identity=\"worker\"", "not_asynq"],
+    )
+    .await;
+    assert!(line.contains("ARGV[2]") && line.contains("'b'"), "{line}");
+
+    let mut producer = login(&proxy, "producer").await;
+    let msg = message("a", "id-r", "report");
+    let reply = send(&mut producer, &enqueue("EVALSHA", &enq, "a", "id-r", &msg)).await;
+    assert!(reply.error_text().starts_with("NOPERM"), "{reply:?}");
+    let line = log_line(&proxy, &["event=\"refusal\"", "task_type_not_granted"]).await;
+    assert!(line.contains("task_type=\"report\""), "{line}");
+    assert!(
+        !proxy.stderr().contains("PAYLOAD-9f3c"),
+        "a payload reached the log"
+    );
 }

@@ -12,6 +12,7 @@
 use super::Operation::{self, Consume, Enqueue, Inspect, Manage, Schedule};
 use super::keys;
 use super::message::{self, TaskMessage};
+use crate::resp::parse_int;
 
 /// One KEYS slot.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +68,9 @@ enum A {
     QueueName,
     /// A group name.
     GroupName,
+    /// The caller's clock (unix seconds) that decides what the script
+    /// deletes as stale; the proxy puts its own clock there.
+    Now,
 }
 
 /// The shape of one script's calls.
@@ -172,11 +176,14 @@ fn layout_of(op: &str, numkeys: usize) -> Option<Layout> {
             &[K::Task(2), K::Group(4), K::Q("groups")],
             &[Msg, TaskId, Data, GroupName],
         ),
-        "addToGroupUnique" => layout(
-            &[Enqueue],
-            &[K::Task(2), K::Group(4), K::Q("groups"), K::Unique],
-            &[Msg, TaskId, Data, GroupName, Data],
-        ),
+        "addToGroupUnique" => Layout {
+            unique_in_msg: true,
+            ..layout(
+                &[Enqueue],
+                &[K::Task(2), K::Group(4), K::Q("groups"), K::Unique],
+                &[Msg, TaskId, Data, GroupName, Data],
+            )
+        },
         "schedule" => layout(
             &[Enqueue],
             &[K::Task(3), K::Q("scheduled")],
@@ -209,9 +216,10 @@ fn layout_of(op: &str, numkeys: usize) -> Option<Layout> {
             &COMPLETE_KEYS[..6],
             &[TaskId, Data, Data, Msg, Data],
         ),
-        "markAsCompleteUnique" => {
-            layout(&[Consume], COMPLETE_KEYS, &[TaskId, Data, Data, Msg, Data])
-        }
+        "markAsCompleteUnique" => Layout {
+            unique_in_msg: true,
+            ..layout(&[Consume], COMPLETE_KEYS, &[TaskId, Data, Data, Msg, Data])
+        },
         "requeue" => layout(
             &[Consume],
             &[K::Q("active"), K::Q("lease"), K::Q("pending"), K::Task(1)],
@@ -299,7 +307,9 @@ fn layout_of(op: &str, numkeys: usize) -> Option<Layout> {
             &[Data, Data, TP],
         ),
         "listZSetEntries" => layout(&[Inspect], &[K::TaskZset], &[Data, Data, TP]),
-        "listServerKeys" => layout(&[Inspect], &[K::Registry], &[Data]),
+        // It also deletes entries older than ARGV[1]: a "now" in the
+        // future would empty the registry.
+        "listServerKeys" => layout(&[Inspect], &[K::Registry], &[A::Now]),
 
         // Inspector changes.
         "runAllAggregating" => layout(
@@ -375,6 +385,8 @@ pub struct ScriptAccess {
     pub queue: Option<String>,
     /// The task type of the message a producer stores.
     pub task_type: Option<String>,
+    /// Index in ARGV of the caller's clock, to be replaced by the proxy's.
+    pub clock_arg: Option<usize>,
 }
 
 /// Checks a call of the script `op` with these KEYS and ARGV.
@@ -438,6 +450,7 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
         ops: layout.ops,
         queue: call.queue,
         task_type,
+        clock_arg: layout.argv.iter().position(|a| *a == A::Now),
     })
 }
 
@@ -558,6 +571,9 @@ impl<'a> Call<'a> {
         let prefix = |suffix: &[u8]| keys::queue_of(arg, suffix);
         match slot {
             A::Data | A::Msg => Ok(()),
+            A::Now => parse_int(arg)
+                .map(|_| ())
+                .map_err(|_| "is not a time in unix seconds".into()),
             A::TaskId => {
                 if arg.is_empty() {
                     return Err("is an empty task id".into());
@@ -602,12 +618,7 @@ impl<'a> Call<'a> {
         if self.task_id.is_some_and(|id| msg.id.as_bytes() != id) {
             return Err("stores a task message whose id is not the task's".into());
         }
-        if layout.unique_in_msg {
-            let lock = layout.keys.iter().position(|k| matches!(k, K::Unique));
-            if lock.is_some_and(|i| msg.unique_key.as_bytes() != keys[i]) {
-                return Err("stores a task message whose uniqueness key is not the call's".into());
-            }
-        }
+        self.check_unique_key(layout, keys, &msg)?;
         let group = layout.argv.iter().position(|a| *a == GroupName);
         if group.is_some_and(|i| msg.group_key.as_bytes() != argv[i]) {
             return Err("stores a task message whose group is not the call's".into());
@@ -616,6 +627,38 @@ impl<'a> Call<'a> {
             return Err("stores a task message without a task type".into());
         }
         Ok(msg.r#type)
+    }
+}
+
+impl Call<'_> {
+    /// A message's uniqueness key names the lock that finishing the task
+    /// releases (asynq deletes it by that name), so it must be this
+    /// call's lock, or none where the call takes none, or for messages
+    /// written back by workers, a lock of the same queue.
+    fn check_unique_key(
+        &self,
+        layout: &Layout,
+        keys: &[&[u8]],
+        msg: &TaskMessage,
+    ) -> Result<(), String> {
+        let unique = msg.unique_key.as_bytes();
+        let lock = layout.keys.iter().position(|k| matches!(k, K::Unique));
+        let ok = if layout.unique_in_msg {
+            lock.is_some_and(|i| unique == keys[i])
+        } else if unique.is_empty() {
+            true
+        } else if layout.ops == [Enqueue] {
+            // A producer script without a lock: asynq leaves it empty.
+            false
+        } else {
+            keys::queue_and_tail(unique, b"unique:")
+                .is_some_and(|(q, _)| Some(&q) == self.queue.as_ref())
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err("stores a task message whose uniqueness key is not the call's".into())
+        }
     }
 }
 

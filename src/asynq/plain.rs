@@ -29,10 +29,12 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
         "publish" => publish(&args),
         "del" => del(&args),
         "setnx" => setnx(&args),
-        "get" => process_read(&args, 2, keys::SERVERS),
-        "hvals" => process_read(&args, 2, keys::WORKERS),
+        // A server's info names its queues; its workers' entries and a
+        // scheduler's entries carry the task payloads of every queue.
+        "get" => process_read(&args, 2, keys::SERVERS).then(|| anywhere(&[Inspect])),
+        "hvals" => process_read(&args, 2, keys::WORKERS).then(|| everywhere(&[Inspect])),
         "lrange" if args.len() == 4 && args[2] == b"0" && args[3] == b"-1" => {
-            process_read(&args, 4, keys::SCHEDULERS)
+            process_read(&args, 4, keys::SCHEDULERS).then(|| everywhere(&[Inspect]))
         }
         "zrevrange" => history_read(&args),
         "cluster" => cluster(cmd, &args),
@@ -40,20 +42,32 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
         _ => None,
     };
     found
-        .map(|(ops, queue)| Access::Asynq {
+        .map(|(ops, queue, every_queue)| Access::Asynq {
             ops,
             queue,
+            every_queue,
             task_type: None,
             what: describe(&upper, &args),
+            clock_arg: None,
         })
         .ok_or_else(|| NotAsynq(format!("{upper} in this form is not something asynq sends")))
 }
 
-/// Operations, and the queue (`None`: asynq's global keys).
-type Found = (&'static [Operation], Option<String>);
+/// Operations, the queue (`None`: asynq's global keys), and whether the
+/// command reads data of every queue.
+type Found = (&'static [Operation], Option<String>, bool);
 
 fn anywhere(ops: &'static [Operation]) -> Found {
-    (ops, None)
+    (ops, None, false)
+}
+
+fn on_queue(ops: &'static [Operation], queue: String) -> Found {
+    (ops, Some(queue), false)
+}
+
+/// Reads data of every queue: needs the operation on `*`.
+fn everywhere(ops: &'static [Operation]) -> Found {
+    (ops, None, true)
 }
 
 /// The command with the key it names, for errors: never a value.
@@ -94,7 +108,7 @@ fn queue_registry(name: &str, args: &[&[u8]]) -> Option<Found> {
         "sismember" => &[Inspect, Manage],
         _ => &[Manage],
     };
-    Some((ops, Some(queue)))
+    Some(on_queue(ops, queue))
 }
 
 /// `SMEMBERS asynq:queues` (inspector) or `SMEMBERS asynq:{q}:groups`
@@ -106,7 +120,7 @@ fn smembers(args: &[&[u8]]) -> Option<Found> {
     if args[1] == keys::QUEUES {
         return Some(anywhere(&[Inspect]));
     }
-    keys::queue_of(args[1], b"groups").map(|q| (&[Consume, Inspect][..], Some(q)))
+    keys::queue_of(args[1], b"groups").map(|q| on_queue(&[Consume, Inspect], q))
 }
 
 /// Heartbeats (`ZADD asynq:servers <t> asynq:servers:{…}`, the same for
@@ -125,7 +139,7 @@ fn zadd(args: &[&[u8]]) -> Option<Found> {
         && !pairs.is_empty()
         && pairs.len() % 2 == 0
         && pairs.chunks(2).all(|p| is_number(p[0]) && !p[1].is_empty());
-    well_formed.then_some((&[Consume][..], Some(queue)))
+    well_formed.then(|| on_queue(&[Consume], queue))
 }
 
 /// `ZREM` of a registry entry at shutdown.
@@ -156,7 +170,7 @@ fn zscore(args: &[&[u8]]) -> Option<Found> {
     }
     let queue = keys::queue_of(args[1], b"aggregation_sets")?;
     let (member_queue, tail) = keys::queue_and_tail(args[2], b"g:")?;
-    (member_queue == queue && tail.contains(&b':')).then_some((&[Consume][..], Some(queue)))
+    (member_queue == queue && tail.contains(&b':')).then(|| on_queue(&[Consume], queue))
 }
 
 /// `HSET asynq:{q}:t:<id> result <bytes>`: a handler's result.
@@ -165,7 +179,7 @@ fn hset_result(args: &[&[u8]]) -> Option<Found> {
         return None;
     }
     let (queue, _) = keys::queue_and_tail(args[1], b"t:")?;
-    Some((&[Consume], Some(queue)))
+    Some(on_queue(&[Consume], queue))
 }
 
 /// `SUBSCRIBE asynq:cancel`: servers listen for cancellations.
@@ -187,7 +201,7 @@ fn del(args: &[&[u8]]) -> Option<Found> {
     }
     let key = args[1];
     if let Some(queue) = keys::queue_of(key, b"paused") {
-        return Some((&[Manage], Some(queue)));
+        return Some(on_queue(&[Manage], queue));
     }
     (keys::is_process_key(key, keys::SCHEDULERS) || keys::is_history_key(key))
         .then(|| anywhere(&[Schedule]))
@@ -198,12 +212,13 @@ fn setnx(args: &[&[u8]]) -> Option<Found> {
     if args.len() != 3 {
         return None;
     }
-    keys::queue_of(args[1], b"paused").map(|q| (&[Manage][..], Some(q)))
+    keys::queue_of(args[1], b"paused").map(|q| on_queue(&[Manage], q))
 }
 
-/// The inspector reading a server's, its workers' or a scheduler's entry.
-fn process_read(args: &[&[u8]], len: usize, prefix: &[u8]) -> Option<Found> {
-    (args.len() == len && keys::is_process_key(args[1], prefix)).then(|| anywhere(&[Inspect]))
+/// Whether this is the inspector reading a server's, its workers' or a
+/// scheduler's entry.
+fn process_read(args: &[&[u8]], len: usize, prefix: &[u8]) -> bool {
+    args.len() == len && keys::is_process_key(args[1], prefix)
 }
 
 /// `ZREVRANGE asynq:scheduler_history:<entry> <start> <stop> WITHSCORES`.
@@ -223,7 +238,7 @@ fn cluster(cmd: &Command, args: &[&[u8]]) -> Option<Found> {
         return Some(anywhere(&[Inspect]));
     }
     if cmd.arg_is(1, "keyslot") && args.len() == 3 {
-        return keys::split(args[2]).map(|(q, _)| (&[Inspect][..], Some(q.to_string())));
+        return keys::split(args[2]).map(|(q, _)| on_queue(&[Inspect], q.to_string()));
     }
     None
 }

@@ -21,7 +21,7 @@ pub const AUDIT_REPEAT: Duration = Duration::from_secs(10);
 const REMEMBERED: usize = 32;
 
 /// One refusal as the log groups them: identity, operation, reason, the
-/// asynq call and the queue.
+/// asynq call with why it was refused, and the queue.
 pub type RefusalKey = (String, String, &'static str, String, Option<String>);
 
 #[derive(Debug)]
@@ -93,7 +93,7 @@ impl Repeats {
             return;
         }
         let (identity, operation, reason, command, queue) = key;
-        info!(target: AUDIT, event = "refusal_repeats", identity = %identity, operation = %operation, reason, command = %command, queue = queue.as_deref().unwrap_or(""), repeats_not_logged = untold, client.addr = %self.peer, listener = %self.listener);
+        info!(target: AUDIT, event = "refusal_repeats", identity = identity.as_str(), operation = operation.as_str(), reason, refused = command.as_str(), queue = queue.as_deref().unwrap_or(""), repeats_not_logged = untold, client.addr = %self.peer, listener = %self.listener);
     }
 }
 

@@ -256,3 +256,58 @@ fn history_takes_pairs_of_days() {
     assert!(call("historicalStats", &[keys[1], keys[0]], &[]).is_err());
     assert!(call("historicalStats", &[], &[]).is_err());
 }
+
+#[test]
+fn a_message_may_only_name_its_own_lock() {
+    let with_lock = |unique: &str| {
+        TaskMessage {
+            r#type: "t".into(),
+            id: "id1".into(),
+            queue: "q".into(),
+            unique_key: unique.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let keys: &[&[u8]] = &[b"asynq:{q}:t:id1", b"asynq:{q}:pending"];
+    // A plain enqueue takes no lock, so its message names none: a lock of
+    // another queue would be released by the worker under its name.
+    assert!(call("enqueue", keys, &[&with_lock(""), b"id1", b"1"]).is_ok());
+    for planted in ["asynq:{low}:unique:x", "asynq:{q}:unique:x", "important"] {
+        let e = call("enqueue", keys, &[&with_lock(planted), b"id1", b"1"]).unwrap_err();
+        assert!(e.contains("uniqueness key"), "{planted}: {e}");
+    }
+    // A worker writing back a unique task keeps a lock of its queue.
+    let retry_keys: &[&[u8]] = &[
+        b"asynq:{q}:t:id1",
+        b"asynq:{q}:active",
+        b"asynq:{q}:lease",
+        b"asynq:{q}:retry",
+        b"asynq:{q}:processed:2026-12-03",
+        b"asynq:{q}:failed:2026-12-03",
+        b"asynq:{q}:processed",
+        b"asynq:{q}:failed",
+    ];
+    let retry = |m: &[u8]| call("retry", retry_keys, &[b"id1", m, b"1", b"1", b"1", b"9"]);
+    assert!(retry(&with_lock("asynq:{q}:unique:t:abc")).is_ok());
+    assert!(retry(&with_lock("asynq:{low}:unique:t:abc")).is_err());
+}
+
+#[test]
+fn the_registry_listing_takes_the_proxys_clock() {
+    let listed = call("listServerKeys", &[b"asynq:servers"], &[b"1700000000"]).unwrap();
+    assert_eq!(listed.clock_arg, Some(0));
+    assert!(call("listServerKeys", &[b"asynq:servers"], &[b"soon"]).is_err());
+    let dequeue = call(
+        "dequeue",
+        &[
+            b"asynq:{a}:pending",
+            b"asynq:{a}:paused",
+            b"asynq:{a}:active",
+            b"asynq:{a}:lease",
+        ],
+        &[b"1", b"asynq:{a}:t:"],
+    )
+    .unwrap();
+    assert_eq!(dequeue.clock_arg, None);
+}

@@ -1,0 +1,170 @@
+//! The gate's authorization step: whether an authenticated identity may
+//! send a command, by what the asynq model says it does
+//! ([`crate::asynq::classify`]) and what the identity's grants allow
+//! ([`crate::policy::check`]); and the refusal's metric and audit event.
+//! Touches nothing but the metrics and the audit log.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tracing::info;
+
+use super::{AUDIT, Gate, shown_bytes};
+use crate::asynq::{self, Access, NotAsynq};
+use crate::command::Classified;
+use crate::policy;
+use crate::resp::Command;
+use crate::session::Shared;
+use crate::upstream;
+
+/// One refusal, as the metric and the audit log record it. Never a value
+/// or a payload: the call names the asynq operation and the key it names.
+#[derive(Debug, Default)]
+pub(super) struct Refused<'a> {
+    pub identity: &'a str,
+    /// The asynq operation refused, `none` when it is not asynq traffic.
+    pub op: &'a str,
+    pub reason: &'static str,
+    /// The asynq call or command.
+    pub what: &'a str,
+    pub queue: Option<&'a str>,
+    pub task_type: Option<&'a str>,
+    /// Why it is not asynq traffic, when it is not.
+    pub why: &'a str,
+}
+
+impl Gate {
+    /// Whether the identity may send `cmd`: it must be asynq traffic
+    /// that one of its grants covers, or the identity must hold `raw`.
+    /// Redis compares command names only up to a NUL byte, so
+    /// `CONFIG\0xyz` runs as CONFIG: names the proxy does not know are
+    /// never forwarded without raw.
+    ///
+    /// Returns the command to forward instead, if it must be rewritten
+    /// (a clock the proxy supplies).
+    ///
+    /// # Errors
+    ///
+    /// The refusal's text, already counted and audited.
+    pub(super) fn authorize(
+        &mut self,
+        cmd: &Command,
+        c: &Classified,
+        shared: &Shared,
+    ) -> Result<Option<Bytes>, String> {
+        let Some(identity) = self.identity.as_ref().map(Arc::clone) else {
+            return Ok(None);
+        };
+        if identity.raw {
+            return Ok(None);
+        }
+        let classified = match c.name {
+            // The database is the proxy's setting, not asynq's.
+            Some("select") => self.select(cmd, shared),
+            _ => asynq::classify(cmd, c.name),
+        };
+        let access = match classified {
+            Ok(access) => access,
+            Err(NotAsynq(why)) => {
+                let shown = match c.name {
+                    Some(name) => name.to_ascii_uppercase(),
+                    None => format!("'{}'", shown_bytes(&cmd.args[0])),
+                };
+                self.refused(
+                    shared,
+                    &Refused {
+                        identity: &identity.name,
+                        op: "none",
+                        reason: "not_asynq",
+                        what: &shown,
+                        why: &why,
+                        ..Refused::default()
+                    },
+                );
+                return Err(format!(
+                    "NOPERM asynq-guard: identity '{}' may not send {shown}: {why}; only a raw grant allows what asynq does not send",
+                    identity.name
+                ));
+            }
+        };
+        let Access::Asynq {
+            what,
+            queue,
+            task_type,
+            clock_arg,
+            ..
+        } = &access
+        else {
+            return Ok(None);
+        };
+        if let Err(refusal) = policy::check(&identity.name, &identity.grants, &access) {
+            self.refused(
+                shared,
+                &Refused {
+                    identity: &identity.name,
+                    op: refusal.op.name(),
+                    reason: refusal.reason.label(),
+                    what,
+                    queue: queue.as_deref(),
+                    task_type: task_type.as_deref(),
+                    why: "",
+                },
+            );
+            return Err(refusal.text);
+        }
+        Ok(clock_arg.map(|i| with_proxy_clock(cmd, i)))
+    }
+
+    /// `SELECT` of the database the proxy serves (`upstream.database`,
+    /// already selected upstream) is housekeeping; any other is refused.
+    fn select(&self, cmd: &Command, shared: &Shared) -> Result<Access, NotAsynq> {
+        let db = shared.upstream.database.to_string();
+        if cmd.args.len() == 2 && cmd.args[1][..] == *db.as_bytes() {
+            Ok(Access::Housekeeping)
+        } else {
+            Err(NotAsynq(format!(
+                "asynq-guard serves database {db} only (upstream.database)"
+            )))
+        }
+    }
+
+    /// Counts a refusal and writes its audit event. Repeats of one refusal
+    /// on a connection are logged once per [`super::repeats::AUDIT_REPEAT`]
+    /// with the number left out; the metric counts every one.
+    pub(super) fn refused(&mut self, shared: &Shared, r: &Refused<'_>) {
+        shared
+            .metrics
+            .refusals
+            .with_label_values(&[r.identity, r.op, r.reason])
+            .inc();
+        let key = (
+            r.identity.to_string(),
+            r.op.to_string(),
+            r.reason,
+            format!("{} {}", r.what, r.why),
+            r.queue.map(str::to_string),
+        );
+        let Some(repeats) = self.repeats.log_now(&key, Instant::now()) else {
+            return;
+        };
+        info!(target: AUDIT, event = "refusal", identity = r.identity, operation = r.op, reason = r.reason, command = r.what, queue = r.queue.unwrap_or(""), task_type = r.task_type.unwrap_or(""), why = r.why, repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
+    }
+}
+
+/// `cmd` with argument `index` replaced by the proxy's clock in unix
+/// seconds: a script that deletes what is older than the caller's "now"
+/// must not be handed a time in the future.
+fn with_proxy_clock(cmd: &Command, index: usize) -> Bytes {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let args: Vec<&[u8]> = cmd
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == index { now.as_bytes() } else { &a[..] })
+        .collect();
+    upstream::encode_command(&args)
+}
