@@ -58,7 +58,7 @@ pub struct ConfigFile {
     pub identity: Vec<IdentityFile>,
     #[serde(default)]
     pub auth: AuthFile,
-    /// What identities may do beyond asynq's own traffic.
+    /// What identities may do; nothing is allowed without a grant.
     #[serde(default)]
     pub grant: Vec<GrantFile>,
 }
@@ -374,10 +374,12 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
 
     let admin = match file.admin.address.trim() {
         "" => None,
-        a => Some(
-            a.parse::<SocketAddr>()
-                .map_err(|e| invalid("admin.address", format!("{a:?} is not host:port ({e})")))?,
-        ),
+        a => Some(a.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "admin.address",
+                format!("{a:?} is not ip:port, with a literal IP such as 127.0.0.1 ({e})"),
+            )
+        })?),
     };
 
     let taken = admin.and_then(|a| listeners.iter().find(|l| clash(l.address, a)));
@@ -514,7 +516,13 @@ fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(),
                 format!("{:?} is not a defined [[identity]]", g.identity),
             ));
         };
-        if let Some(grant) = validate_grant(i, g, &mut identity.raw)? {
+        let grant = validate_grant(i, g, &mut identity.raw).map_err(|(f, r)| {
+            (
+                f,
+                format!("{r} (in the grant to identity {:?})", g.identity),
+            )
+        })?;
+        if let Some(grant) = grant {
             identity.grants.push(grant);
         }
     }
@@ -595,6 +603,9 @@ fn patterns(field: &str, list: &[String], queues: bool) -> Result<Vec<Pattern>, 
             let f = format!("{field}[{k}]");
             if text.trim().is_empty() {
                 return Err((f, "is blank".into()));
+            }
+            if text.trim() != text {
+                return Err((f, format!("{text:?} has leading or trailing spaces")));
             }
             if queues && (text.contains('{') || text.contains('}')) {
                 return Err((

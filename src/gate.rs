@@ -327,7 +327,7 @@ impl Gate {
                     .auth_attempts
                     .with_label_values(&[&self.conn.listener, "ok"])
                     .inc();
-                info!(target: AUDIT, event = "auth", result = "ok", identity = %identity.name, client.addr = %self.conn.peer, listener = %self.conn.listener);
+                info!(target: AUDIT, event = "auth", result = "ok", identity = identity.name.as_str(), client.addr = %self.conn.peer, listener = %self.conn.listener);
                 if self.identity.is_none() {
                     // Later identity switches are in the audit events;
                     // recording again would repeat the field in the span.

@@ -56,11 +56,6 @@ fn outside_asynq() -> Vec<(Vec<&'static str>, &'static str, String)> {
         (vec!["SHUTDOWN", "NOSAVE"], "SHUTDOWN", form("SHUTDOWN")),
         (vec!["SET", "owned", "1"], "SET", form("SET")),
         (vec!["GET", "seeded"], "GET", form("GET")),
-        (
-            vec!["SELECT", "1"],
-            "SELECT",
-            "asynq-guard serves database 0 only (upstream.database)".into(),
-        ),
         (vec!["DEL", "seeded"], "DEL", form("DEL")),
         (vec!["SADD", "asynq:queues", "a", "b"], "SADD", form("SADD")),
     ]
@@ -95,6 +90,13 @@ async fn every_identity_without_raw_is_refused_what_asynq_does_not_send() {
             Value::Error(CONFIG_REFUSED.into()),
             "{name}"
         );
+        assert_eq!(
+            client.cmd(&["SELECT", "1"]).await,
+            Value::Error(format!(
+                "NOPERM asynq-guard: identity '{name}' may not SELECT 1: this proxy serves database 0 only (its upstream.database); use DB 0 in the client"
+            )),
+            "{name}"
+        );
     }
 
     assert_eq!(snapshot(&mut direct).await, before);
@@ -113,6 +115,11 @@ async fn every_identity_without_raw_is_refused_what_asynq_does_not_send() {
         // CONFIG is refused by concealment, before the grants are asked.
         assert_eq!(
             refusals(&metrics, name, "none", "conceal"),
+            Some(1.0),
+            "{name}\n{metrics}"
+        );
+        assert_eq!(
+            refusals(&metrics, name, "none", "database"),
             Some(1.0),
             "{name}\n{metrics}"
         );
@@ -540,10 +547,15 @@ async fn refusals_are_counted_and_audited_without_payloads() {
             format!("operation=\"{operation}\""),
             format!("reason=\"{reason}\""),
             format!("command=\"{command}\""),
-            format!("queue=\"{queue}\""),
         ];
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-        log_line(&proxy, &fields).await;
+        let line = log_line(&proxy, &fields).await;
+        // The queue is named when there is one, and left out otherwise.
+        if queue.is_empty() {
+            assert!(!line.contains("queue="), "{line}");
+        } else {
+            assert!(line.contains(&format!("queue=\"{queue}\"")), "{line}");
+        }
     }
 
     let log = proxy.stderr();

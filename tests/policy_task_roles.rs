@@ -178,7 +178,7 @@ async fn an_enqueue_whose_message_disagrees_with_its_keys_is_refused() {
                 "id-1",
                 &message("a{x", "id-1", "email:welcome"),
             ),
-            "enqueue KEYS[1] is not the task key of the id in ARGV[2]",
+            "enqueue KEYS[1] names a queue with '{' or '}': asynq-guard refuses such queue names",
         ),
         (
             call(
@@ -187,7 +187,7 @@ async fn an_enqueue_whose_message_disagrees_with_its_keys_is_refused() {
                 &[b"asynq:{a}x}:t:id-1", b"asynq:{a}x}:pending"],
                 &[&message("a}x", "id-1", "email:welcome"), b"id-1", ts],
             ),
-            "enqueue KEYS[1] is not the task key of the id in ARGV[2]",
+            "enqueue KEYS[1] names a queue with '{' or '}': asynq-guard refuses such queue names",
         ),
         (
             call(
@@ -230,7 +230,7 @@ async fn an_enqueue_whose_message_disagrees_with_its_keys_is_refused() {
             not_asynq(
                 "producer",
                 "SADD",
-                "SADD in this form is not something asynq sends"
+                "it names a queue with '{' or '}': asynq-guard refuses such queue names"
             ),
             "{queue}"
         );

@@ -23,6 +23,15 @@ pub fn valid_queue(name: &[u8]) -> bool {
     }
 }
 
+/// Why `arg` (a key, a key prefix or a queue name) is refused when it
+/// holds a queue name with hash-tag braces, which is always refused.
+pub fn brace_refusal(arg: &[u8]) -> Option<&'static str> {
+    let braces = arg.iter().filter(|&&b| b == b'{' || b == b'}').count();
+    let tagged = arg.starts_with(b"asynq:{");
+    ((tagged && braces > 2) || (!tagged && braces > 0))
+        .then_some("names a queue with '{' or '}': asynq-guard refuses such queue names")
+}
+
 /// Splits `asynq:{<queue>}:<rest>` into the queue name and `rest`.
 pub fn split(key: &[u8]) -> Option<(&str, &[u8])> {
     let inner = key.strip_prefix(b"asynq:{")?;

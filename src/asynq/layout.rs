@@ -421,8 +421,10 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
     };
     for (i, key) in keys.iter().enumerate() {
         let slot = layout.keys[i % layout.keys.len()];
-        call.key(slot, key)
-            .map_err(|e| format!("{op} KEYS[{}] {e}", i + 1))?;
+        call.key(slot, key).map_err(|e| {
+            let why = keys::brace_refusal(key).map_or(e, String::from);
+            format!("{op} KEYS[{}] {why}", i + 1)
+        })?;
     }
     let mut msg = None;
     for (i, (slot, arg)) in layout.argv.iter().zip(argv).enumerate() {
@@ -432,8 +434,16 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
                     format!("{op} ARGV[{}] is not an asynq task message ({e})", i + 1)
                 })?);
         } else {
-            call.arg(*slot, arg)
-                .map_err(|e| format!("{op} ARGV[{}] {e}", i + 1))?;
+            call.arg(*slot, arg).map_err(|e| {
+                let braced = matches!(
+                    slot,
+                    A::TaskPrefix | A::QueuePrefix | A::GroupPrefix | A::QueueName
+                );
+                let why = keys::brace_refusal(arg)
+                    .filter(|_| braced)
+                    .map_or(e, String::from);
+                format!("{op} ARGV[{}] {why}", i + 1)
+            })?;
         }
     }
     if layout.keys.iter().any(|k| matches!(k, K::Process(_))) {

@@ -50,7 +50,17 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
             what: describe(&upper, &args),
             clock_arg: None,
         })
-        .ok_or_else(|| NotAsynq(format!("{upper} in this form is not something asynq sends")))
+        .ok_or_else(|| {
+            // asynq sends these too: say what is wrong with the queue name.
+            let braced = args.get(1..).unwrap_or_default().iter().find_map(|a| {
+                let queue_arg = a.starts_with(b"asynq:{") || args.get(1) == Some(&keys::QUEUES);
+                keys::brace_refusal(a).filter(|_| queue_arg)
+            });
+            NotAsynq(match braced {
+                Some(why) => format!("it {why}"),
+                None => format!("{upper} in this form is not something asynq sends"),
+            })
+        })
 }
 
 /// Operations, the queue (`None`: asynq's global keys), and whether the

@@ -210,3 +210,17 @@ fn an_identity_without_grants_is_a_warning() {
             .unwrap();
     assert!(granted.warnings.is_empty());
 }
+
+#[test]
+fn grant_errors_name_the_identity_and_spaces_are_refused() {
+    let msg =
+        parse("[[grant]]\nidentity = \"t\"\noperations = [\"consume\"]\nqueues = [\"emails \"]\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        msg.contains("grant[0].queues[0]")
+            && msg.contains("leading or trailing spaces")
+            && msg.contains("identity \"t\""),
+        "{msg}"
+    );
+}

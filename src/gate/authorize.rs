@@ -59,12 +59,10 @@ impl Gate {
         if identity.raw {
             return Ok(None);
         }
-        let classified = match c.name {
-            // The database is the proxy's setting, not asynq's.
-            Some("select") => self.select(cmd, shared),
-            _ => asynq::classify(cmd, c.name),
-        };
-        let access = match classified {
+        if c.name == Some("select") {
+            return self.select(cmd, shared, &identity.name).map(|()| None);
+        }
+        let access = match asynq::classify(cmd, c.name) {
             Ok(access) => access,
             Err(NotAsynq(why)) => {
                 let shown = match c.name {
@@ -118,15 +116,29 @@ impl Gate {
 
     /// `SELECT` of the database the proxy serves (`upstream.database`,
     /// already selected upstream) is housekeeping; any other is refused.
-    fn select(&self, cmd: &Command, shared: &Shared) -> Result<Access, NotAsynq> {
+    /// The database is the proxy's setting, not the identity's.
+    fn select(&mut self, cmd: &Command, shared: &Shared, identity: &str) -> Result<(), String> {
         let db = shared.upstream.database.to_string();
         if cmd.args.len() == 2 && cmd.args[1][..] == *db.as_bytes() {
-            Ok(Access::Housekeeping)
-        } else {
-            Err(NotAsynq(format!(
-                "asynq-guard serves database {db} only (upstream.database)"
-            )))
+            return Ok(());
         }
+        let asked = cmd
+            .args
+            .get(1)
+            .map_or_else(String::new, |a| asynq::shown(a));
+        self.refused(
+            shared,
+            &Refused {
+                identity,
+                op: "none",
+                reason: "database",
+                what: "SELECT",
+                ..Refused::default()
+            },
+        );
+        Err(format!(
+            "NOPERM asynq-guard: identity '{identity}' may not SELECT {asked}: this proxy serves database {db} only (its upstream.database); use DB {db} in the client"
+        ))
     }
 
     /// Counts a refusal and writes its audit event. Repeats of one refusal
@@ -142,13 +154,15 @@ impl Gate {
             r.identity.to_string(),
             r.op.to_string(),
             r.reason,
-            format!("{} {}", r.what, r.why),
+            r.what.to_string(),
+            r.why.to_string(),
             r.queue.map(str::to_string),
         );
         let Some(repeats) = self.repeats.log_now(&key, Instant::now()) else {
             return;
         };
-        info!(target: AUDIT, event = "refusal", identity = r.identity, operation = r.op, reason = r.reason, command = r.what, queue = r.queue.unwrap_or(""), task_type = r.task_type.unwrap_or(""), why = r.why, repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
+        let why = (!r.why.is_empty()).then_some(r.why);
+        info!(target: AUDIT, event = "refusal", identity = r.identity, operation = r.op, reason = r.reason, command = r.what, queue = r.queue, task_type = r.task_type, why, repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
     }
 }
 

@@ -21,8 +21,8 @@ pub const AUDIT_REPEAT: Duration = Duration::from_secs(10);
 const REMEMBERED: usize = 32;
 
 /// One refusal as the log groups them: identity, operation, reason, the
-/// asynq call with why it was refused, and the queue.
-pub type RefusalKey = (String, String, &'static str, String, Option<String>);
+/// asynq call, why it is not asynq traffic (or empty), and the queue.
+pub type RefusalKey = (String, String, &'static str, String, String, Option<String>);
 
 #[derive(Debug)]
 struct Seen {
@@ -92,8 +92,9 @@ impl Repeats {
         if untold == 0 {
             return;
         }
-        let (identity, operation, reason, command, queue) = key;
-        info!(target: AUDIT, event = "refusal_repeats", identity = identity.as_str(), operation = operation.as_str(), reason, refused = command.as_str(), queue = queue.as_deref().unwrap_or(""), repeats_not_logged = untold, client.addr = %self.peer, listener = %self.listener);
+        let (identity, operation, reason, command, why, queue) = key;
+        let why = (!why.is_empty()).then_some(why.as_str());
+        info!(target: AUDIT, event = "refusal_repeats", identity = identity.as_str(), operation = operation.as_str(), reason, command = command.as_str(), queue = queue.as_deref(), why, repeats_not_logged = untold, client.addr = %self.peer, listener = %self.listener);
     }
 }
 
@@ -115,6 +116,7 @@ mod tests {
             "consume".into(),
             reason,
             "script dequeue".into(),
+            String::new(),
             Some("b".into()),
         )
     }
@@ -137,7 +139,14 @@ mod tests {
         let mut r = Repeats::new(([127, 0, 0, 1], 1).into(), "l".into());
         let t0 = Instant::now();
         for i in 0..100 {
-            let k = ("w".into(), "none".into(), "x", format!("c{i}"), None);
+            let k = (
+                "w".into(),
+                "none".into(),
+                "x",
+                format!("c{i}"),
+                String::new(),
+                None,
+            );
             r.log_now(&k, t0 + Duration::from_millis(i));
         }
         assert!(r.seen.len() <= REMEMBERED);
