@@ -255,7 +255,7 @@ async fn hello_3_auth_answers_a_resp3_map_and_authenticates() {
     let (raw, value) = client.read_frame().await;
     assert!(raw.starts_with(b"%1\r\n"), "{raw:?}");
     assert_eq!(value, Value::Map(vec![(bulk("f"), bulk("v"))]));
-    log_line(&proxy, &["result=\"ok\"", &format!("identity={APP}")]).await;
+    log_line(&proxy, &["result=\"ok\"", &format!("identity=\"{APP}\"")]).await;
 }
 
 #[tokio::test]
@@ -396,7 +396,7 @@ async fn auth_with_only_a_password_logs_in_as_default() {
         &proxy,
         &[
             "result=\"ok\"",
-            "identity=default",
+            "identity=\"default\"",
             &format!("client.addr={who}"),
         ],
     )
@@ -485,11 +485,11 @@ async fn a_successful_reauth_switches_identity() {
     let (_redis, proxy) = start(&policy).await;
     let mut client = Client::connect_as(&proxy.address(), APP, APP_SECRET).await;
     let who = format!("client.addr={}", client.local_addr());
-    log_line(&proxy, &["result=\"ok\"", "identity=app-web", &who]).await;
+    log_line(&proxy, &["result=\"ok\"", "identity=\"app-web\"", &who]).await;
 
     assert_eq!(client.cmd(&["AUTH", "ops", "ops-secret"]).await, ok());
     assert_eq!(client.cmd(&["PING"]).await, simple("PONG"));
-    log_line(&proxy, &["result=\"ok\"", "identity=ops", &who]).await;
+    log_line(&proxy, &["result=\"ok\"", "identity=\"ops\"", &who]).await;
 }
 
 #[tokio::test]
