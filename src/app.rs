@@ -83,7 +83,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         throttle: Throttle::new(settings.throttle),
         auth_timeout: settings.auth_timeout,
         max_pending_commands: settings.max_pending_commands,
+        admission: Arc::clone(&settings.admission),
     });
+    spawn_forget_idle(Arc::clone(&settings.admission));
     for (l, socket) in bound {
         let mode = match &l.tls {
             None => "tcp",
@@ -160,4 +162,17 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Rate-limit buckets of keys idle long enough to be full again are
+/// dropped every minute, so that many distinct keys (task types, say) do
+/// not hold memory forever.
+fn spawn_forget_idle(admission: Arc<crate::admission::Admission>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            admission.forget_idle();
+        }
+    });
 }

@@ -102,6 +102,8 @@ pub enum Access {
         /// Index of an argument holding the caller's "now", which the
         /// proxy replaces with its own clock before forwarding.
         clock_arg: Option<usize>,
+        /// Payload and encoded bytes of the task message it stores.
+        message_sizes: Option<(u64, u64)>,
     },
 }
 
@@ -147,6 +149,7 @@ fn classify_script(
             task_type: None,
             what: format!("SCRIPT LOAD of {}", s.op),
             clock_arg: None,
+            message_sizes: None,
         });
     }
     let (keys, argv) = split_script_args(cmd).map_err(NotAsynq)?;
@@ -159,6 +162,7 @@ fn classify_script(
         what: format!("script {}", s.op),
         // EVAL/EVALSHA, script, numkeys, KEYS, then ARGV.
         clock_arg: access.clock_arg.map(|i| 3 + keys.len() + i),
+        message_sizes: access.message_sizes,
     })
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use glob::Pattern;
 use serde::Deserialize;
 
+use crate::admission::{Admission, Caps};
 use crate::asynq::Operation;
 use crate::auth::{CertMatch, Identities, Identity, ThrottleSettings};
 use crate::policy::Grant;
@@ -61,6 +62,9 @@ pub struct ConfigFile {
     /// What identities may do; nothing is allowed without a grant.
     #[serde(default)]
     pub grant: Vec<GrantFile>,
+    /// Enqueue rate limits.
+    #[serde(default)]
+    pub rate_limit: Vec<admission::RateLimitFile>,
 }
 
 /// A grant of operations to an identity.
@@ -81,6 +85,12 @@ pub struct GrantFile {
     /// required with `enqueue` (`["*"]` for any), not allowed without.
     #[serde(default)]
     pub task_types: Vec<String>,
+    /// Largest payload an enqueue under this grant may carry; default
+    /// `limits.max_payload_bytes`. Only with `enqueue`.
+    pub max_payload_bytes: Option<u64>,
+    /// Largest encoded task message; default `limits.max_message_bytes`.
+    /// Only with `enqueue`.
+    pub max_message_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +266,12 @@ pub struct LimitsFile {
     /// that pipelines without reading). Default 4194304.
     #[serde(default = "default_max_pending")]
     pub max_pending_commands: usize,
+    /// Largest task payload an enqueue may carry, for grants that set
+    /// none of their own. Default: no cap.
+    pub max_payload_bytes: Option<u64>,
+    /// Largest encoded task message an enqueue may carry, for grants that
+    /// set none of their own. Default: no cap.
+    pub max_message_bytes: Option<u64>,
 }
 
 impl Default for LimitsFile {
@@ -265,6 +281,8 @@ impl Default for LimitsFile {
             max_args: default_max_args(),
             max_buffer_bytes: default_max_buffer(),
             max_pending_commands: default_max_pending(),
+            max_payload_bytes: None,
+            max_message_bytes: None,
         }
     }
 }
@@ -318,6 +336,8 @@ pub struct Settings {
     /// Valid but probably not meant: `check` prints them, `serve` logs
     /// them at start.
     pub warnings: Vec<String>,
+    /// Enqueue rate limits.
+    pub admission: Arc<Admission>,
 }
 
 #[derive(Debug, Clone)]
@@ -415,7 +435,13 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
     };
 
     let mut identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
-    apply_grants(&mut identities, &file.grant).map_err(|(f, r)| invalid(&f, r))?;
+    let default_caps = Caps {
+        max_payload_bytes: file.limits.max_payload_bytes,
+        max_message_bytes: file.limits.max_message_bytes,
+    };
+    apply_grants(&mut identities, &file.grant, default_caps).map_err(|(f, r)| invalid(&f, r))?;
+    let admission =
+        admission::validate(&file.rate_limit, &identities).map_err(|(f, r)| invalid(&f, r))?;
     let warnings = identities
         .iter()
         .filter(|i| !i.raw && i.grants.is_empty())
@@ -449,6 +475,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         max_pending_commands: file.limits.max_pending_commands,
         auth_timeout: Duration::from_secs(file.auth.timeout_secs),
         warnings,
+        admission: Arc::new(admission),
     })
 }
 
@@ -508,7 +535,11 @@ fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, F
     Ok(out)
 }
 
-fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(), FieldError> {
+fn apply_grants(
+    identities: &mut [Identity],
+    grants: &[GrantFile],
+    default_caps: Caps,
+) -> Result<(), FieldError> {
     for (i, g) in grants.iter().enumerate() {
         let Some(identity) = identities.iter_mut().find(|id| id.name == g.identity) else {
             return Err((
@@ -516,7 +547,7 @@ fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(),
                 format!("{:?} is not a defined [[identity]]", g.identity),
             ));
         };
-        let grant = validate_grant(i, g, &mut identity.raw).map_err(|(f, r)| {
+        let grant = validate_grant(i, g, &mut identity.raw, default_caps).map_err(|(f, r)| {
             (
                 f,
                 format!("{r} (in the grant to identity {:?})", g.identity),
@@ -530,7 +561,12 @@ fn apply_grants(identities: &mut [Identity], grants: &[GrantFile]) -> Result<(),
 }
 
 /// One `[[grant]]`; `None` when it is `raw` only.
-fn validate_grant(i: usize, g: &GrantFile, raw: &mut bool) -> Result<Option<Grant>, FieldError> {
+fn validate_grant(
+    i: usize,
+    g: &GrantFile,
+    raw: &mut bool,
+    default_caps: Caps,
+) -> Result<Option<Grant>, FieldError> {
     if g.operations.is_empty() {
         return Err((format!("grant[{i}].operations"), "is empty".into()));
     }
@@ -587,7 +623,17 @@ fn validate_grant(i: usize, g: &GrantFile, raw: &mut bool) -> Result<Option<Gran
             "applies to \"enqueue\" only, which this grant does not give".into(),
         ));
     }
+    if !enqueue && (g.max_payload_bytes.is_some() || g.max_message_bytes.is_some()) {
+        return Err((
+            format!("grant[{i}].max_payload_bytes"),
+            "size caps apply to \"enqueue\" only, which this grant does not give".into(),
+        ));
+    }
     Ok(Some(Grant {
+        caps: Caps {
+            max_payload_bytes: g.max_payload_bytes.or(default_caps.max_payload_bytes),
+            max_message_bytes: g.max_message_bytes.or(default_caps.max_message_bytes),
+        },
         ops,
         queues: patterns(&format!("grant[{i}].queues"), &g.queues, true)?,
         task_types: patterns(&format!("grant[{i}].task_types"), &g.task_types, false)?,
@@ -782,5 +828,6 @@ fn split_host(address: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+mod admission;
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod asynq;
 pub mod auth;

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub auth_attempts: IntCounterVec,
     pub refusals: IntCounterVec,
+    pub limit_hits: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     commands_vec: IntCounterVec,
@@ -35,7 +36,13 @@ pub struct Metrics {
     /// lists only the commands actually seen.
     commands: HashMap<&'static str, OnceLock<IntCounter>>,
     commands_other: OnceLock<IntCounter>,
+    /// Queue names used as label values so far; past [`QUEUE_LABELS`]
+    /// others are counted as `other`, so clients cannot grow the labels.
+    queue_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Most distinct queue names used as label values.
+const QUEUE_LABELS: usize = 1000;
 
 impl Metrics {
     /// Creates the metric families and registers them in `registry`.
@@ -116,6 +123,14 @@ impl Metrics {
             &["identity", "operation", "reason"],
         )?;
         registry.register(Box::new(refusals.clone()))?;
+        let limit_hits = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_limit_hits_total",
+                "Enqueues refused by a size cap or rate limit, by identity, queue, limit and scope.",
+            ),
+            &["identity", "queue", "limit", "scope"],
+        )?;
+        registry.register(Box::new(limit_hits.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
@@ -155,11 +170,13 @@ impl Metrics {
             upstream_latency,
             auth_attempts,
             refusals,
+            limit_hits,
             tls_handshake_failures,
             tls_reloads,
             commands_vec,
             commands,
             commands_other: OnceLock::new(),
+            queue_labels: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -174,6 +191,23 @@ impl Metrics {
     }
 
     /// The open-connections gauge of one listener.
+    /// `queue` as a label value: itself for the first [`QUEUE_LABELS`]
+    /// queue names seen, `other` after that.
+    pub fn queue_label(&self, queue: &str) -> String {
+        let mut seen = self
+            .queue_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(queue) {
+            return queue.to_string();
+        }
+        if seen.len() < QUEUE_LABELS {
+            seen.insert(queue.to_string());
+            return queue.to_string();
+        }
+        "other".into()
+    }
+
     pub fn open_gauge(&self, listener: &str) -> IntGauge {
         self.connections_open.with_label_values(&[listener])
     }

@@ -10,6 +10,7 @@
 
 use glob::Pattern;
 
+use crate::admission::Caps;
 use crate::asynq::{Access, Operation, shown};
 
 /// One grant: operations on the queues it names.
@@ -19,6 +20,8 @@ pub struct Grant {
     pub queues: Vec<Pattern>,
     /// Task types an `enqueue` of this grant may carry.
     pub task_types: Vec<Pattern>,
+    /// Size caps of an `enqueue` of this grant.
+    pub caps: Caps,
 }
 
 impl Grant {
@@ -62,11 +65,13 @@ pub struct Refusal {
 }
 
 /// Judges `access` for an identity named `identity` holding `grants`.
+/// Returns the size caps that apply: those of the first grant, in the
+/// file's order, that covers an enqueue; none for anything else.
 ///
 /// # Errors
 ///
 /// A [`Refusal`] when no grant covers the command.
-pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Refusal> {
+pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<Caps, Refusal> {
     let Access::Asynq {
         ops,
         queue,
@@ -76,7 +81,7 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
         ..
     } = access
     else {
-        return Ok(());
+        return Ok(Caps::default());
     };
     let holding: Vec<&Grant> = grants
         .iter()
@@ -109,7 +114,7 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
             .iter()
             .any(|g| g.queues.iter().any(|p| p.as_str() == "*"));
         if everywhere {
-            return Ok(());
+            return Ok(Caps::default());
         }
         return refuse(
             Reason::Queue,
@@ -118,23 +123,30 @@ pub fn check(identity: &str, grants: &[Grant], access: &Access) -> Result<(), Re
         );
     }
     let Some(queue) = queue else {
-        return Ok(());
+        return Ok(Caps::default());
     };
     let on_queue: Vec<&&Grant> = holding.iter().filter(|g| g.covers_queue(queue)).collect();
     if on_queue.is_empty() {
         return refuse(Reason::Queue, "no grant covers this queue".into());
     }
     let Some(task_type) = task_type else {
-        return Ok(());
+        return Ok(Caps::default());
     };
     if !ops.contains(&Operation::Enqueue) {
-        return Ok(());
+        return Ok(Caps::default());
     }
-    let allowed = on_queue
+    let covering = on_queue
         .iter()
-        .any(|g| !g.ops.contains(&Operation::Enqueue) || g.covers_type(task_type));
-    if allowed {
-        Ok(())
+        .find(|g| g.ops.contains(&Operation::Enqueue) && g.covers_type(task_type));
+    if let Some(grant) = covering {
+        Ok(grant.caps)
+    } else if on_queue
+        .iter()
+        .any(|g| !g.ops.contains(&Operation::Enqueue))
+    {
+        // Another operation of the call (none today: producer scripts
+        // need enqueue alone) covers it.
+        Ok(Caps::default())
     } else {
         refuse(
             Reason::TaskType,
@@ -155,6 +167,7 @@ mod tests {
             ops: ops.to_vec(),
             queues: queues.iter().map(|q| Pattern::new(q).unwrap()).collect(),
             task_types: types.iter().map(|t| Pattern::new(t).unwrap()).collect(),
+            caps: Caps::default(),
         }
     }
 
@@ -166,6 +179,7 @@ mod tests {
             task_type: task_type.map(String::from),
             what: "a call".into(),
             clock_arg: None,
+            message_sizes: None,
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Shared {
     pub auth_timeout: Duration,
     /// Most commands of one connection awaiting their replies.
     pub max_pending_commands: usize,
+    /// Enqueue size caps are on the grants; rate limits live here.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// Limits before authentication, as Redis applies them to unauthenticated

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde_json::Value;
 use support::{
     Proxy, Redis, build_harness, harness_json, identities, key_dumps, login_args, metric,
+    worker_check,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -149,19 +150,7 @@ async fn a_worker_never_dequeues_a_queue_it_may_not_consume(version: &str) {
         }
     }
 
-    let address = proxy.address();
-    let login = login_args("worker-a");
-    let mut args = vec![
-        "-redis",
-        &address,
-        "-worker-check",
-        "-worker-queues",
-        "a,b",
-        "-worker-for",
-        "4s",
-    ];
-    args.extend(login.iter().map(String::as_str));
-    let report = harness_json(&binary, &args);
+    let report = worker_check(&binary, &proxy.address(), "worker-a", "a,b");
     assert_eq!(report["processed"]["a"], 3, "{report}");
     assert_eq!(report["processed"]["b"], 0, "{report}");
     let first = report["first_error"].as_str().unwrap_or_default();
@@ -360,19 +349,12 @@ async fn the_example_policy_lets_each_role_do_its_job_and_no_more() {
     }
 
     // The critical fleet, configured for default too, takes only its own.
-    let address = proxy.address();
-    let login = login_args("worker-critical");
-    let mut args = vec![
-        "-redis",
-        &address,
-        "-worker-check",
-        "-worker-queues",
+    let report = worker_check(
+        &binary,
+        &proxy.address(),
+        "worker-critical",
         "critical,default",
-        "-worker-for",
-        "4s",
-    ];
-    args.extend(login.iter().map(String::as_str));
-    let report = harness_json(&binary, &args);
+    );
     assert_eq!(report["processed"]["critical"], 1, "{report}");
     assert_eq!(report["processed"]["default"], 0, "{report}");
     let mut direct = redis.client().await;

@@ -387,6 +387,8 @@ pub struct ScriptAccess {
     pub task_type: Option<String>,
     /// Index in ARGV of the caller's clock, to be replaced by the proxy's.
     pub clock_arg: Option<usize>,
+    /// Payload and encoded message bytes of the task message stored.
+    pub message_sizes: Option<(u64, u64)>,
 }
 
 /// Checks a call of the script `op` with these KEYS and ARGV.
@@ -427,8 +429,10 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
         })?;
     }
     let mut msg = None;
+    let mut message_bytes = 0;
     for (i, (slot, arg)) in layout.argv.iter().zip(argv).enumerate() {
         if *slot == Msg {
+            message_bytes = arg.len() as u64;
             msg =
                 Some(message::decode(arg).map_err(|e| {
                     format!("{op} ARGV[{}] is not an asynq task message ({e})", i + 1)
@@ -449,6 +453,9 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
     if layout.keys.iter().any(|k| matches!(k, K::Process(_))) {
         same_process_tags(keys).map_err(|e| format!("{op} {e}"))?;
     }
+    let message_sizes = msg
+        .as_ref()
+        .map(|m| (m.payload.len() as u64, message_bytes));
     let task_type = match msg {
         Some(m) => Some(
             call.check_message(&layout, keys, argv, m)
@@ -461,6 +468,7 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
         queue: call.queue,
         task_type,
         clock_arg: layout.argv.iter().position(|a| *a == A::Now),
+        message_sizes,
     })
 }
 

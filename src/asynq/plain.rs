@@ -49,6 +49,7 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
             task_type: None,
             what: describe(&upper, &args),
             clock_arg: None,
+            message_sizes: None,
         })
         .ok_or_else(|| {
             // asynq sends these too: say what is wrong with the queue name.

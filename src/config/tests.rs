@@ -224,3 +224,49 @@ fn grant_errors_name_the_identity_and_spaces_are_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn rate_limits_and_size_caps_are_validated() {
+    let ok = parse(
+        "[limits]\nmax_payload_bytes = 100\n\
+         [[grant]]\nidentity = \"t\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\nmax_message_bytes = 500\n\
+         [[rate_limit]]\nname = \"r\"\nscope = \"task_type\"\ntask_types = [\"email:*\"]\nrate_per_second = 0.5\nburst = 10\n",
+    )
+    .unwrap();
+    let grant = &ok.identities.get("t").unwrap().grants[0];
+    assert_eq!(
+        grant.caps.max_payload_bytes,
+        Some(100),
+        "the default applies"
+    );
+    assert_eq!(grant.caps.max_message_bytes, Some(500));
+    assert_eq!(ok.admission.limits.len(), 1);
+
+    let limit = |body: &str| format!("[[rate_limit]]\nname = \"r\"\n{body}");
+    let cases = [
+        (limit("scope = \"ip\"\nrate_per_second = 1\n"), "rate_limit[0].scope"),
+        (
+            limit("scope = \"identity\"\nidentities = [\"x\"]\nrate_per_second = 1\n"),
+            "rate_limit[0].identities[0]",
+        ),
+        (limit("scope = \"identity\"\nrate_per_second = 0\n"), "greater than 0"),
+        (limit("scope = \"identity\"\nrate_per_second = 1\nburst = 0\n"), "burst"),
+        (
+            format!(
+                "{}{}",
+                limit("scope = \"identity\"\nrate_per_second = 1\n"),
+                limit("scope = \"identity\"\nrate_per_second = 1\n")
+            ),
+            "used twice",
+        ),
+        (
+            "[[grant]]\nidentity = \"t\"\noperations = [\"consume\"]\nqueues = [\"q\"]\nmax_payload_bytes = 5\n"
+                .to_string(),
+            "size caps apply to \"enqueue\" only",
+        ),
+    ];
+    for (text, expected) in cases {
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{text:?} gave {msg}");
+    }
+}

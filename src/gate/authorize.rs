@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::{AUDIT, Gate, shown_bytes};
+use crate::admission::Enqueue;
 use crate::asynq::{self, Access, NotAsynq};
 use crate::command::Classified;
 use crate::policy;
@@ -32,6 +33,8 @@ pub(super) struct Refused<'a> {
     pub task_type: Option<&'a str>,
     /// Why it is not asynq traffic, when it is not.
     pub why: &'a str,
+    /// The admission limit and its scope, for enqueues refused by one.
+    pub limit: Option<(&'a str, &'a str)>,
 }
 
 impl Gate {
@@ -91,25 +94,66 @@ impl Gate {
             queue,
             task_type,
             clock_arg,
+            message_sizes,
             ..
         } = &access
         else {
             return Ok(None);
         };
-        if let Err(refusal) = policy::check(&identity.name, &identity.grants, &access) {
-            self.refused(
-                shared,
-                &Refused {
-                    identity: &identity.name,
-                    op: refusal.op.name(),
-                    reason: refusal.reason.label(),
-                    what,
-                    queue: queue.as_deref(),
-                    task_type: task_type.as_deref(),
-                    why: "",
-                },
-            );
-            return Err(refusal.text);
+        let caps = match policy::check(&identity.name, &identity.grants, &access) {
+            Ok(caps) => caps,
+            Err(refusal) => {
+                self.refused(
+                    shared,
+                    &Refused {
+                        identity: &identity.name,
+                        op: refusal.op.name(),
+                        reason: refusal.reason.label(),
+                        what,
+                        queue: queue.as_deref(),
+                        task_type: task_type.as_deref(),
+                        ..Refused::default()
+                    },
+                );
+                return Err(refusal.text);
+            }
+        };
+        if let (Some(queue), Some(task_type), Some((payload, message))) =
+            (queue, task_type, message_sizes)
+        {
+            let enqueue = Enqueue {
+                identity: &identity.name,
+                queue,
+                task_type,
+                payload_bytes: *payload,
+                message_bytes: *message,
+            };
+            if let Err(r) = shared.admission.admit(&enqueue, caps) {
+                shared
+                    .metrics
+                    .limit_hits
+                    .with_label_values(&[
+                        &identity.name,
+                        &shared.metrics.queue_label(queue),
+                        &r.limit,
+                        r.scope,
+                    ])
+                    .inc();
+                self.refused(
+                    shared,
+                    &Refused {
+                        identity: &identity.name,
+                        op: "enqueue",
+                        reason: "limit",
+                        what,
+                        queue: Some(queue),
+                        task_type: Some(task_type),
+                        limit: Some((&r.limit, r.scope)),
+                        ..Refused::default()
+                    },
+                );
+                return Err(r.text);
+            }
         }
         Ok(clock_arg.map(|i| with_proxy_clock(cmd, i)))
     }
@@ -155,14 +199,21 @@ impl Gate {
             r.op.to_string(),
             r.reason,
             r.what.to_string(),
-            r.why.to_string(),
+            r.limit
+                .map_or_else(|| r.why.to_string(), |(l, s)| format!("{s} {l}")),
             r.queue.map(str::to_string),
         );
         let Some(repeats) = self.repeats.log_now(&key, Instant::now()) else {
             return;
         };
         let why = (!r.why.is_empty()).then_some(r.why);
-        info!(target: AUDIT, event = "refusal", identity = r.identity, operation = r.op, reason = r.reason, command = r.what, queue = r.queue, task_type = r.task_type, why, repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
+        let event = if r.limit.is_some() {
+            "limit"
+        } else {
+            "refusal"
+        };
+        let (limit, scope) = r.limit.unzip();
+        info!(target: AUDIT, event, limit, scope, identity = r.identity, operation = r.op, reason = r.reason, command = r.what, queue = r.queue, task_type = r.task_type, why, repeats_not_logged = repeats, client.addr = %self.conn.peer, listener = %self.conn.listener);
     }
 }
 

@@ -26,9 +26,17 @@ type config struct {
 	quiet     bool
 	tls       tlsFlags
 
-	probe      bool
-	probeQueue string
-	probeType  string
+	probe        bool
+	probeQueue   string
+	probeType    string
+	probePayload int
+
+	flood          bool
+	floodQueue     string
+	floodType      string
+	floodRate      float64
+	floodFor       time.Duration
+	floodProducers int
 
 	workerCheck  bool
 	workerQueues []string
@@ -43,14 +51,20 @@ type config struct {
 
 // modeFlags names the mode each mode-only flag belongs to.
 var modeFlags = map[string]string{
-	"probe-queue":   "probe",
-	"probe-type":    "probe",
-	"worker-queues": "worker-check",
-	"worker-for":    "worker-check",
-	"queue":         "dashboard-check",
-	"task-id":       "dashboard-check",
-	"entry-id":      "dashboard-check",
-	"group":         "dashboard-check",
+	"probe-queue":         "probe",
+	"probe-type":          "probe",
+	"probe-payload-bytes": "probe",
+	"flood-queue":         "flood",
+	"flood-type":          "flood",
+	"flood-rate":          "flood",
+	"flood-for":           "flood",
+	"flood-producers":     "flood",
+	"worker-queues":       "worker-check",
+	"worker-for":          "worker-check",
+	"queue":               "dashboard-check",
+	"task-id":             "dashboard-check",
+	"entry-id":            "dashboard-check",
+	"group":               "dashboard-check",
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -74,6 +88,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.probe, "probe", false, "only enqueue one task and print the outcome as JSON (exit 0 either way)")
 	fs.StringVar(&cfg.probeQueue, "probe-queue", "probe", "queue of the -probe task")
 	fs.StringVar(&cfg.probeType, "probe-type", "probe", "task type of the -probe task")
+	fs.IntVar(&cfg.probePayload, "probe-payload-bytes", 5, "payload size of the -probe task")
+	fs.BoolVar(&cfg.flood, "flood", false, "only enqueue at -flood-rate for -flood-for and print accepted/limited counts as JSON")
+	fs.StringVar(&cfg.floodQueue, "flood-queue", "flood", "queue of the -flood tasks")
+	fs.StringVar(&cfg.floodType, "flood-type", "flood", "task type of the -flood tasks")
+	fs.Float64Var(&cfg.floodRate, "flood-rate", 100, "enqueues per second -flood attempts")
+	fs.DurationVar(&cfg.floodFor, "flood-for", 10*time.Second, "how long -flood runs")
+	fs.IntVar(&cfg.floodProducers, "flood-producers", 4, "goroutines -flood enqueues from")
 
 	fs.BoolVar(&cfg.workerCheck, "worker-check", false, "only run one Server on -worker-queues for -worker-for and print what it processed as JSON")
 	fs.StringVar(&workerQueues, "worker-queues", "", "comma-separated queues of the -worker-check Server")
@@ -125,7 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // checkModes allows at most one mode, each mode-only flag only with its
 // mode, and -logins only for the scenario.
 func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
-	modes := map[string]bool{"probe": cfg.probe, "worker-check": cfg.workerCheck, "dashboard-check": cfg.dashboardCheck}
+	modes := map[string]bool{"probe": cfg.probe, "flood": cfg.flood, "worker-check": cfg.workerCheck, "dashboard-check": cfg.dashboardCheck}
 	var chosen []string
 	for _, m := range sortedKeys(modes) {
 		if modes[m] {
@@ -151,6 +172,12 @@ func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
 		return errors.New("-logins replaces -username/-password; give one or the other")
 	case cfg.probe && (cfg.probeQueue == "" || cfg.probeType == ""):
 		return errors.New("-probe-queue and -probe-type must not be empty")
+	case cfg.probe && cfg.probePayload < 0:
+		return errors.New("-probe-payload-bytes must not be negative")
+	case cfg.flood && (cfg.floodQueue == "" || cfg.floodType == ""):
+		return errors.New("-flood-queue and -flood-type must not be empty")
+	case cfg.flood && (cfg.floodRate <= 0 || cfg.floodFor <= 0 || cfg.floodProducers <= 0):
+		return errors.New("-flood-rate, -flood-for and -flood-producers must be positive")
 	case cfg.workerCheck && cfg.workerFor <= 0:
 		return errors.New("-worker-for must be positive")
 	case cfg.dashboardCheck && (cfg.queue == "" || cfg.taskID == ""):

@@ -13,8 +13,11 @@
 //	harness -redis 127.0.0.1:6379 [-username u -password p | -logins logins.json]
 //	        [-tasks 2000] [-timeout 3m] [-out summary.json] [-quiet]
 //	        [-tls-ca ca.pem [-tls-cert c.pem -tls-key k.pem] [-tls-server-name n]]
-//	harness -redis ... -probe [-probe-queue probe] [-probe-type probe]
+//	harness -redis ... -probe [-probe-queue probe] [-probe-type probe] [-probe-payload-bytes 5]
 //	        (one enqueue; prints {"ok":…,"error":…,"id":…})
+//	harness -redis ... -flood [-flood-queue q] [-flood-type t] [-flood-rate 100] [-flood-for 10s]
+//	        [-flood-producers 4]
+//	        (enqueues at a steady rate; prints accepted, limited and other errors)
 //	harness -redis ... -worker-check -worker-queues A,B [-worker-for 5s]
 //	        (one Server on those queues; prints what it processed and the
 //	        errors asynq logged)
@@ -56,6 +59,8 @@ func main() {
 	switch {
 	case cfg.probe:
 		os.Exit(probe(cfg))
+	case cfg.flood:
+		os.Exit(flood(cfg))
 	case cfg.workerCheck:
 		os.Exit(workerCheck(cfg))
 	case cfg.dashboardCheck:

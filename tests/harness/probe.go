@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"strings"
 
 	"github.com/hibiken/asynq"
 )
@@ -22,7 +23,7 @@ func probe(cfg config) int {
 		Error string `json:"error,omitempty"`
 		ID    string `json:"id,omitempty"`
 	}{}
-	task := asynq.NewTask(cfg.probeType, []byte("probe"))
+	task := asynq.NewTask(cfg.probeType, []byte(strings.Repeat("p", cfg.probePayload)))
 	info, err := client.Enqueue(task, asynq.Queue(cfg.probeQueue))
 	if err != nil {
 		out.Error = err.Error()

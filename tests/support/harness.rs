@@ -160,3 +160,30 @@ pub fn write_logins(dir: &Path) -> PathBuf {
     std::fs::write(&path, file.to_string()).expect("write the logins file");
     path
 }
+
+/// Runs the harness's mode `args` (after `-redis`) against `address` as
+/// identity `who`, and returns the JSON it prints.
+pub fn harness_as(binary: &Path, address: &str, who: &str, args: &[&str]) -> Value {
+    let login = login_args(who);
+    let mut all = vec!["-redis", address];
+    all.extend_from_slice(args);
+    all.extend(login.iter().map(String::as_str));
+    harness_json(binary, &all)
+}
+
+/// `-worker-check` as `who` on `queues` (comma-separated) for 4 s: what
+/// an asynq server with that identity processed.
+pub fn worker_check(binary: &Path, address: &str, who: &str, queues: &str) -> Value {
+    harness_as(
+        binary,
+        address,
+        who,
+        &[
+            "-worker-check",
+            "-worker-queues",
+            queues,
+            "-worker-for",
+            "4s",
+        ],
+    )
+}

@@ -1,0 +1,332 @@
+//! Enqueue admission: whether an enqueue the grants allow also fits the
+//! size caps of its grant and the rate limits of its identity, queue and
+//! task type.
+//!
+//! Runs after [`crate::policy`], on producer scripts only (every enqueue,
+//! scheduled, unique and grouped). Size caps are checked on the decoded
+//! task message; rate limits are token buckets (GCRA, the `governor`
+//! crate) kept in this process, one per limit and key. A refused enqueue
+//! is answered `-LIMIT`, naming the limit, its scope and when a retry may
+//! succeed. This module owns the limiters and touches nothing else.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use glob::Pattern;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Each identity.
+    Identity,
+    /// Each identity on each queue.
+    IdentityQueue,
+    /// Each task type, whoever enqueues it.
+    TaskType,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Identity => "identity",
+            Scope::IdentityQueue => "identity_queue",
+            Scope::TaskType => "task_type",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        [Scope::Identity, Scope::IdentityQueue, Scope::TaskType]
+            .into_iter()
+            .find(|s| s.name() == text)
+    }
+}
+
+/// One configured rate limit.
+pub struct RateLimit {
+    pub name: String,
+    pub scope: Scope,
+    /// The identities it applies to; empty for all.
+    pub identities: Vec<String>,
+    /// The queues it applies to; empty for all.
+    pub queues: Vec<Pattern>,
+    /// The task types it applies to; empty for all.
+    pub task_types: Vec<Pattern>,
+    pub per_second: f64,
+    pub burst: u32,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .field("per_second", &self.per_second)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimit {
+    /// A limit of `per_second` enqueues a second (fractions allowed),
+    /// with bursts of up to `burst`.
+    ///
+    /// # Errors
+    ///
+    /// Why the numbers cannot make a limit.
+    pub fn new(
+        name: String,
+        scope: Scope,
+        filters: (Vec<String>, Vec<Pattern>, Vec<Pattern>),
+        per_second: f64,
+        burst: u32,
+    ) -> Result<RateLimit, String> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err("rate_per_second must be a number greater than 0".into());
+        }
+        let burst_nz = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+        let period = Duration::from_secs_f64(1.0 / per_second);
+        let quota = Quota::with_period(period)
+            .ok_or("rate_per_second is too high")?
+            .allow_burst(burst_nz);
+        let (identities, queues, task_types) = filters;
+        Ok(RateLimit {
+            name,
+            scope,
+            identities,
+            queues,
+            task_types,
+            per_second,
+            burst,
+            limiter: RateLimiter::keyed(quota),
+        })
+    }
+
+    fn applies(&self, e: &Enqueue<'_>) -> bool {
+        (self.identities.is_empty() || self.identities.iter().any(|i| i == e.identity))
+            && (self.queues.is_empty() || self.queues.iter().any(|p| p.matches(e.queue)))
+            && (self.task_types.is_empty()
+                || self.task_types.iter().any(|p| p.matches(e.task_type)))
+    }
+
+    /// The key this enqueue is counted under, as refusals show it.
+    fn key(&self, e: &Enqueue<'_>) -> String {
+        match self.scope {
+            Scope::Identity => e.identity.to_string(),
+            Scope::IdentityQueue => format!("{}/{}", e.identity, e.queue),
+            Scope::TaskType => e.task_type.to_string(),
+        }
+    }
+}
+
+/// Size caps of the grant an enqueue came under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub max_payload_bytes: Option<u64>,
+    pub max_message_bytes: Option<u64>,
+}
+
+/// One enqueue, as admission judges it.
+#[derive(Debug)]
+pub struct Enqueue<'a> {
+    pub identity: &'a str,
+    pub queue: &'a str,
+    pub task_type: &'a str,
+    pub payload_bytes: u64,
+    pub message_bytes: u64,
+}
+
+/// Why an enqueue was not admitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The limit's name: `max_payload_bytes`, `max_message_bytes` or a
+    /// rate limit's name.
+    pub limit: String,
+    /// `grant` for size caps, else the rate limit's scope.
+    pub scope: &'static str,
+    pub text: String,
+}
+
+/// Every configured rate limit.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub limits: Vec<RateLimit>,
+}
+
+impl Admission {
+    /// Admits `e` under `caps`, or says why not. Size caps first (they
+    /// spend nothing), then every rate limit that applies, in the order of
+    /// the policy file.
+    ///
+    /// # Errors
+    ///
+    /// The first limit `e` does not fit.
+    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<(), Refusal> {
+        let sizes = [
+            (
+                "max_payload_bytes",
+                "payload",
+                e.payload_bytes,
+                caps.max_payload_bytes,
+            ),
+            (
+                "max_message_bytes",
+                "task message",
+                e.message_bytes,
+                caps.max_message_bytes,
+            ),
+        ];
+        for (limit, what, size, cap) in sizes {
+            if let Some(cap) = cap.filter(|cap| size > *cap) {
+                return Err(Refusal {
+                    limit: limit.into(),
+                    scope: "grant",
+                    text: format!(
+                        "LIMIT asynq-guard: {what} of {size} bytes is over the {cap}-byte cap ({limit}) of identity '{}' for task type '{}' on queue '{}'; it will not fit on retry",
+                        e.identity,
+                        crate::asynq::shown(e.task_type.as_bytes()),
+                        crate::asynq::shown(e.queue.as_bytes()),
+                    ),
+                });
+            }
+        }
+        for limit in self.limits.iter().filter(|l| l.applies(e)) {
+            let key = limit.key(e);
+            if let Err(not_until) = limit.limiter.check_key(&key) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(Refusal {
+                    limit: limit.name.clone(),
+                    scope: limit.scope.name(),
+                    text: format!(
+                        "LIMIT asynq-guard: rate limit '{}' ({} per second, burst {}, per {} '{}') is exhausted; retry in {} ms",
+                        limit.name,
+                        limit.per_second,
+                        limit.burst,
+                        limit.scope.name(),
+                        crate::asynq::shown(key.as_bytes()),
+                        wait.as_millis().max(1),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the buckets of keys that have been idle long enough to be
+    /// full again, so that many distinct keys do not hold memory forever.
+    pub fn forget_idle(&self) {
+        for limit in &self.limits {
+            limit.limiter.retain_recent();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueue<'a>(identity: &'a str, queue: &'a str, task_type: &'a str) -> Enqueue<'a> {
+        Enqueue {
+            identity,
+            queue,
+            task_type,
+            payload_bytes: 10,
+            message_bytes: 50,
+        }
+    }
+
+    fn limit(scope: Scope, per_second: f64, burst: u32) -> RateLimit {
+        RateLimit::new(
+            "l".into(),
+            scope,
+            (vec![], vec![], vec![]),
+            per_second,
+            burst,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn size_caps_come_first_and_say_so() {
+        let a = Admission::default();
+        let caps = Caps {
+            max_payload_bytes: Some(5),
+            max_message_bytes: None,
+        };
+        let r = a.admit(&enqueue("web", "q", "t"), caps).unwrap_err();
+        assert_eq!(r.limit, "max_payload_bytes");
+        assert!(
+            r.text.starts_with("LIMIT asynq-guard: payload of 10 bytes"),
+            "{}",
+            r.text
+        );
+        assert!(a.admit(&enqueue("web", "q", "t"), Caps::default()).is_ok());
+    }
+
+    #[test]
+    fn a_burst_then_refusals_with_a_retry_time() {
+        let a = Admission {
+            limits: vec![limit(Scope::IdentityQueue, 1.0, 3)],
+        };
+        for _ in 0..3 {
+            assert!(a.admit(&enqueue("web", "q", "t"), Caps::default()).is_ok());
+        }
+        let r = a
+            .admit(&enqueue("web", "q", "t"), Caps::default())
+            .unwrap_err();
+        assert_eq!(r.scope, "identity_queue");
+        assert!(
+            r.text.contains("per identity_queue 'web/q'") && r.text.contains("retry in"),
+            "{}",
+            r.text
+        );
+        // Other keys of the scope have their own bucket.
+        assert!(
+            a.admit(&enqueue("web", "other", "t"), Caps::default())
+                .is_ok()
+        );
+        assert!(a.admit(&enqueue("app", "q", "t"), Caps::default()).is_ok());
+    }
+
+    #[test]
+    fn filters_choose_what_a_limit_counts() {
+        let mut l = limit(Scope::TaskType, 1.0, 1);
+        l.task_types = vec![Pattern::new("email:*").unwrap()];
+        let a = Admission { limits: vec![l] };
+        assert!(
+            a.admit(&enqueue("web", "q", "email:a"), Caps::default())
+                .is_ok()
+        );
+        assert!(
+            a.admit(&enqueue("app", "r", "email:a"), Caps::default())
+                .is_err()
+        );
+        assert!(
+            a.admit(&enqueue("web", "q", "report"), Caps::default())
+                .is_ok()
+        );
+        assert!(
+            a.admit(&enqueue("web", "q", "report"), Caps::default())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        for (rate, burst) in [(0.0, 1), (-1.0, 1), (f64::NAN, 1), (1.0, 0)] {
+            assert!(
+                RateLimit::new(
+                    "l".into(),
+                    Scope::Identity,
+                    (vec![], vec![], vec![]),
+                    rate,
+                    burst
+                )
+                .is_err(),
+                "{rate} {burst}"
+            );
+        }
+    }
+}
