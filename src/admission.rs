@@ -55,8 +55,49 @@ pub struct RateLimit {
     pub task_types: Vec<Pattern>,
     pub per_second: f64,
     pub burst: u32,
+    /// Kept in the upstream Redis, shared by every proxy in front of it;
+    /// `None` for a limit of this process alone.
+    pub shared: Option<OnFailure>,
     limiter: DefaultKeyedRateLimiter<String>,
 }
+
+/// What a shared limit does when its state in Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Refuse the enqueue (the default: the limit holds).
+    Refuse,
+    /// Admit the enqueue (availability over the limit).
+    Allow,
+}
+
+impl OnFailure {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFailure::Refuse => "refuse",
+            OnFailure::Allow => "allow",
+        }
+    }
+}
+
+/// A shared limit's bucket to take a token from in Redis, with the GCRA
+/// parameters in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCheck {
+    /// Index of the limit in [`Admission::limits`].
+    pub limit: usize,
+    /// The key of the limit's scope (identity, identity/queue, type).
+    pub key: String,
+    /// The Redis key of the bucket, outside asynq's namespace.
+    pub redis_key: String,
+    /// Microseconds between two enqueues at the sustained rate.
+    pub interval_us: u64,
+    /// How far ahead of now the bucket may run: `(burst - 1) × interval`.
+    pub tolerance_us: u64,
+}
+
+/// The Redis key prefix of shared limits' buckets. No client without a
+/// `raw` grant can name a key outside asynq's namespace.
+pub const SHARED_PREFIX: &str = "asynq-guard:rate:";
 
 impl std::fmt::Debug for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,8 +141,38 @@ impl RateLimit {
             task_types,
             per_second,
             burst,
+            shared: None,
             limiter: RateLimiter::keyed(quota),
         })
+    }
+
+    /// The Redis bucket of `key`, for a shared limit.
+    fn shared_check(&self, index: usize, key: String) -> SharedCheck {
+        let interval_us = (1_000_000.0 / self.per_second).round().max(1.0) as u64;
+        SharedCheck {
+            limit: index,
+            redis_key: format!("{SHARED_PREFIX}{{{}}}:{key}", self.name),
+            key,
+            interval_us,
+            tolerance_us: interval_us * u64::from(self.burst - 1),
+        }
+    }
+
+    /// The refusal when the bucket of `key` is empty for `wait`.
+    pub fn refusal(&self, key: &str, wait: Duration) -> Refusal {
+        Refusal {
+            limit: self.name.clone(),
+            scope: self.scope.name(),
+            text: format!(
+                "LIMIT asynq-guard: rate limit '{}' ({} per second, burst {}, per {} '{}') is exhausted; retry in {} ms",
+                self.name,
+                self.per_second,
+                self.burst,
+                self.scope.name(),
+                crate::asynq::shown(key.as_bytes()),
+                wait.as_millis().max(1),
+            ),
+        }
     }
 
     fn applies(&self, e: &Enqueue<'_>) -> bool {
@@ -157,13 +228,15 @@ pub struct Admission {
 
 impl Admission {
     /// Admits `e` under `caps`, or says why not. Size caps first (they
-    /// spend nothing), then every rate limit that applies, in the order of
-    /// the policy file.
+    /// spend nothing), then every local rate limit that applies, in the
+    /// order of the policy file. Returns the buckets of the shared limits
+    /// that apply, which the caller must still take a token from in
+    /// Redis (see [`crate::control`]).
     ///
     /// # Errors
     ///
     /// The first limit `e` does not fit.
-    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<(), Refusal> {
+    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<Vec<SharedCheck>, Refusal> {
         let sizes = [
             (
                 "max_payload_bytes",
@@ -192,26 +265,20 @@ impl Admission {
                 });
             }
         }
-        for limit in self.limits.iter().filter(|l| l.applies(e)) {
+        let mut shared = Vec::new();
+        for (index, limit) in self.limits.iter().enumerate() {
+            if !limit.applies(e) {
+                continue;
+            }
             let key = limit.key(e);
-            if let Err(not_until) = limit.limiter.check_key(&key) {
+            if limit.shared.is_some() {
+                shared.push(limit.shared_check(index, key));
+            } else if let Err(not_until) = limit.limiter.check_key(&key) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(Refusal {
-                    limit: limit.name.clone(),
-                    scope: limit.scope.name(),
-                    text: format!(
-                        "LIMIT asynq-guard: rate limit '{}' ({} per second, burst {}, per {} '{}') is exhausted; retry in {} ms",
-                        limit.name,
-                        limit.per_second,
-                        limit.burst,
-                        limit.scope.name(),
-                        crate::asynq::shown(key.as_bytes()),
-                        wait.as_millis().max(1),
-                    ),
-                });
+                return Err(limit.refusal(&key, wait));
             }
         }
-        Ok(())
+        Ok(shared)
     }
 
     /// Forgets the buckets of keys that have been idle long enough to be
@@ -271,7 +338,10 @@ mod tests {
             limits: vec![limit(Scope::IdentityQueue, 1.0, 3)],
         };
         for _ in 0..3 {
-            assert!(a.admit(&enqueue("web", "q", "t"), Caps::default()).is_ok());
+            assert_eq!(
+                a.admit(&enqueue("web", "q", "t"), Caps::default()),
+                Ok(vec![])
+            );
         }
         let r = a
             .admit(&enqueue("web", "q", "t"), Caps::default())
@@ -310,6 +380,24 @@ mod tests {
         assert!(
             a.admit(&enqueue("web", "q", "report"), Caps::default())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn shared_limits_are_left_to_redis_with_their_bucket() {
+        let mut l = limit(Scope::IdentityQueue, 4.0, 3);
+        l.shared = Some(OnFailure::Refuse);
+        let a = Admission { limits: vec![l] };
+        let checks = a.admit(&enqueue("web", "q", "t"), Caps::default()).unwrap();
+        assert_eq!(
+            checks,
+            vec![SharedCheck {
+                limit: 0,
+                key: "web/q".into(),
+                redis_key: "asynq-guard:rate:{l}:web/q".into(),
+                interval_us: 250_000,
+                tolerance_us: 500_000,
+            }]
         );
     }
 

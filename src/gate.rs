@@ -25,6 +25,7 @@ use crate::conceal;
 use crate::resp::{Command, error_reply};
 use crate::session::Shared;
 use crate::upstream;
+pub use authorize::Pending;
 use authorize::Refused;
 use repeats::Repeats;
 
@@ -64,6 +65,9 @@ pub enum Decision {
     ReplyAfter(Duration, Bytes),
     /// Answer the client, then close the connection.
     ReplyAndClose(Bytes),
+    /// Take tokens from shared rate limits in Redis first, then decide
+    /// with [`Gate::settle`].
+    Admit(Box<Pending>),
 }
 
 impl Decision {
@@ -165,9 +169,9 @@ impl Gate {
         } else if let Some(text) = conceal::refusal(cmd, c.name) {
             ("conceal", text)
         } else {
-            let rewritten = match self.authorize(cmd, c, shared) {
+            let verdict = match self.authorize(cmd, c, shared) {
                 Err(text) => return Decision::Reply(error_reply(&text)),
-                Ok(rewritten) => rewritten,
+                Ok(verdict) => verdict,
             };
             if self.in_multi && conceal::filters_reply(c.name) {
                 // Its reply would come back inside EXEC's, unfiltered.
@@ -182,8 +186,12 @@ impl Gate {
                     "ERR asynq-guard: subscribe commands are not available inside MULTI"
                         .to_string(),
                 )
+            } else if let Some(pending) = verdict.shared {
+                return Decision::Admit(pending);
             } else {
-                return rewritten.map_or(Decision::Forward, Decision::ForwardAs);
+                return verdict
+                    .rewrite
+                    .map_or(Decision::Forward, Decision::ForwardAs);
             }
         };
         let shown = c

@@ -43,6 +43,7 @@ pub mod auth;
 pub mod command;
 pub mod conceal;
 pub mod config;
+pub mod control;
 pub mod gate;
 pub mod listener;
 pub mod metrics;

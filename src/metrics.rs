@@ -29,6 +29,7 @@ pub struct Metrics {
     pub auth_attempts: IntCounterVec,
     pub refusals: IntCounterVec,
     pub limit_hits: IntCounterVec,
+    pub shared_limit_failures: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     commands_vec: IntCounterVec,
@@ -131,6 +132,14 @@ impl Metrics {
             &["identity", "queue", "limit", "scope"],
         )?;
         registry.register(Box::new(limit_hits.clone()))?;
+        let shared_limit_failures = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_shared_limit_failures_total",
+                "Enqueues whose shared rate limit state in Redis was out of reach, by limit and what its on_failure did.",
+            ),
+            &["limit", "outcome"],
+        )?;
+        registry.register(Box::new(shared_limit_failures.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
@@ -171,6 +180,7 @@ impl Metrics {
             auth_attempts,
             refusals,
             limit_hits,
+            shared_limit_failures,
             tls_handshake_failures,
             tls_reloads,
             commands_vec,

@@ -72,6 +72,33 @@ pub struct Shared {
     pub max_pending_commands: usize,
     /// Enqueue size caps are on the grants; rate limits live here.
     pub admission: Arc<crate::admission::Admission>,
+    /// The proxy's own Redis connection, for shared rate limits.
+    pub control: Arc<crate::control::Control>,
+}
+
+/// The gate's decision on `cmd`, after taking tokens from shared rate
+/// limits in Redis when it asks for that.
+pub(crate) async fn decide(
+    gate: &mut Gate,
+    cmd: &Command,
+    c: &command::Classified,
+    shared: &Shared,
+) -> Decision {
+    match gate.decide(cmd, c, shared) {
+        Decision::Admit(pending) => {
+            let mut outcomes = Vec::with_capacity(pending.checks.len());
+            for check in &pending.checks {
+                let outcome = shared.control.take(check).await;
+                let empty = matches!(outcome, Ok(crate::control::Bucket::Empty(_)));
+                outcomes.push(outcome);
+                if empty {
+                    break;
+                }
+            }
+            gate.settle(*pending, outcomes, shared)
+        }
+        decision => decision,
+    }
 }
 
 /// Limits before authentication, as Redis applies them to unauthenticated
@@ -294,6 +321,15 @@ pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: b
         Decision::Reply(reply) => (local(reply), None, false, None),
         Decision::ReplyAfter(delay, reply) => (local(reply), None, false, Some(delay)),
         Decision::ReplyAndClose(reply) => (Slot::Local { reply, close: true }, None, true, None),
+        // session::decide has settled it before.
+        Decision::Admit(_) => (
+            local(crate::resp::error_reply(
+                "ERR asynq-guard: internal error, enqueue not decided",
+            )),
+            None,
+            false,
+            None,
+        ),
     };
     Planned {
         slot,
@@ -356,7 +392,7 @@ where
             };
             let c = command::classify(&cmd);
             shared.metrics.count_command(c.name);
-            let decision = gate.decide(&cmd, &c, shared);
+            let decision = decide(&mut gate, &cmd, &c, shared).await;
             if gate.identity().is_some() != authenticated {
                 authenticated = !authenticated;
                 reader.set_limits(shared.limits_for(authenticated));

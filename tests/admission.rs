@@ -37,6 +37,31 @@ fn enqueue_bytes(script: &support::Script, queue: &str, id: &str, payload: &[u8]
     encode(&args)
 }
 
+/// `-flood` as `flooder` to queue `flood` through `address` at
+/// `per_second` for `seconds`: what real asynq got admitted.
+fn flood(
+    binary: &std::path::Path,
+    address: &str,
+    per_second: f64,
+    seconds: f64,
+) -> serde_json::Value {
+    let (rate, duration) = (per_second.to_string(), format!("{seconds}s"));
+    support::harness_as(
+        binary,
+        address,
+        "flooder",
+        &[
+            "-flood",
+            "-flood-queue",
+            "flood",
+            "-flood-rate",
+            &rate,
+            "-flood-for",
+            &duration,
+        ],
+    )
+}
+
 async fn pending(redis: &Redis, queue: &str) -> Value {
     let mut direct = redis.client().await;
     direct
@@ -224,22 +249,7 @@ async fn asynq_flood_at_five_times_the_rate_gets_the_rate() {
     let binary = build_harness("v0.26.0");
     let address = proxy.address();
 
-    let flood_rate = (5.0 * rate).to_string();
-    let flood_for = format!("{seconds}s");
-    let login = login_args("flooder");
-    let mut args = vec![
-        "-redis",
-        &address,
-        "-flood",
-        "-flood-queue",
-        "flood",
-        "-flood-rate",
-        &flood_rate,
-        "-flood-for",
-        &flood_for,
-    ];
-    args.extend(login.iter().map(String::as_str));
-    let res = harness_json(&binary, &args);
+    let res = flood(&binary, &address, 5.0 * rate, seconds);
     let n = |k: &str| res[k].as_u64().unwrap_or_else(|| panic!("{k} in {res}"));
     assert_eq!(n("other_errors"), 0, "{res}");
     assert_eq!(n("accepted") + n("limited"), n("attempted"), "{res}");
@@ -266,4 +276,150 @@ async fn asynq_flood_at_five_times_the_rate_gets_the_rate() {
     );
     let report = worker_check(&binary, &address, "worker", "flood");
     assert_eq!(report["processed"]["flood"], n("accepted"), "{report}");
+}
+
+/// The policy of the shared-limit tests: `web` may enqueue anything to
+/// `q`, at most 0.1 a second in bursts of 3, counted in Redis.
+fn shared_policy() -> String {
+    format!(
+        "{}\
+         [[grant]]\nidentity = \"web\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\n\
+         [[rate_limit]]\nname = \"web-shared\"\nscope = \"identity\"\nidentities = [\"web\"]\nrate_per_second = 0.1\nburst = 3\nshared = true\n",
+        identities(&["web"])
+    )
+}
+
+/// Three proxies in front of one Redis enforce one shared limit: nine
+/// enqueues spread over them get three admitted, not nine.
+#[tokio::test]
+async fn a_shared_limit_holds_across_proxy_replicas() {
+    let redis = Redis::start().await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start_with(&redis.address(), &shared_policy()).await);
+    }
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut admitted = 0;
+    for i in 0..9 {
+        let mut web = client_as(&proxies[i % 3], "web").await;
+        web.send_raw(&enqueue_bytes(&script, "q", &format!("s{i}"), b"x"))
+            .await;
+        match web.read().await {
+            Value::Int(1) => admitted += 1,
+            reply => assert!(
+                reply.error_text().starts_with(
+                    "LIMIT asynq-guard: rate limit 'web-shared' (0.1 per second, burst 3, per identity 'web') is exhausted; retry in "
+                ),
+                "{reply:?}"
+            ),
+        }
+    }
+    assert_eq!(admitted, 3);
+    assert_eq!(direct.cmd(&["LLEN", "asynq:{q}:pending"]).await, int(3));
+    assert_eq!(
+        direct
+            .cmd(&["EXISTS", "asynq-guard:rate:{web-shared}:web"])
+            .await,
+        int(1),
+        "the bucket lives in Redis, outside asynq's keys"
+    );
+}
+
+/// When the shared state cannot be reached (here the proxy's Redis user
+/// may touch asynq's keys only), each limit does what its
+/// on_shared_failure says, and the failure is counted.
+#[tokio::test]
+async fn a_shared_limit_out_of_reach_refuses_or_allows_as_configured() {
+    let redis = Redis::start_with_args(&[
+        "--user", "default", "on", "nopass", "~asynq:*", "&*", "+@all",
+    ])
+    .await;
+    let policy = format!(
+        "{}\
+         [[grant]]\nidentity = \"strict\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\n\
+         [[grant]]\nidentity = \"lenient\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\n\
+         [[rate_limit]]\nname = \"strict\"\nscope = \"identity\"\nidentities = [\"strict\"]\nrate_per_second = 100\nshared = true\n\
+         [[rate_limit]]\nname = \"lenient\"\nscope = \"identity\"\nidentities = [\"lenient\"]\nrate_per_second = 100\nshared = true\non_shared_failure = \"allow\"\n",
+        identities(&["strict", "lenient"])
+    );
+    let proxy = Proxy::start_with(&redis.address(), &policy).await;
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+
+    let mut strict = client_as(&proxy, "strict").await;
+    strict
+        .send_raw(&enqueue_bytes(&script, "q", "refused", b"x"))
+        .await;
+    assert_eq!(
+        strict.read().await.error_text(),
+        "LIMIT asynq-guard: rate limit 'strict' is shared through Redis, which the proxy cannot reach for it now, and it refuses when that happens; retry later"
+    );
+    let mut lenient = client_as(&proxy, "lenient").await;
+    lenient
+        .send_raw(&enqueue_bytes(&script, "q", "allowed", b"x"))
+        .await;
+    assert_eq!(lenient.read().await, int(1));
+    assert_eq!(
+        pending(&redis, "q").await,
+        Value::Array(vec![Value::Bulk(b"allowed".to_vec())])
+    );
+
+    let metrics = proxy.metrics().await;
+    for (limit, outcome) in [("strict", "refuse"), ("lenient", "allow")] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!(
+                    "asynq_guard_shared_limit_failures_total{{limit=\"{limit}\",outcome=\"{outcome}\"}}"
+                )
+            ),
+            Some(1.0),
+            "{metrics}"
+        );
+    }
+}
+
+/// Three replicas flooded at once by real asynq producers, one each, at
+/// five times the shared rate: together they admit one limit's worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynq_floods_through_three_replicas_get_one_shared_rate() {
+    let (rate, burst, seconds) = (4.0, 4.0, 10.0);
+    let redis = Redis::start().await;
+    let policy = format!(
+        "{}\
+         [[grant]]\nidentity = \"flooder\"\noperations = [\"enqueue\"]\nqueues = [\"flood\"]\ntask_types = [\"*\"]\n\
+         [[rate_limit]]\nname = \"together\"\nscope = \"identity\"\nrate_per_second = {rate}\nburst = {burst}\nshared = true\n",
+        identities(&["flooder"])
+    );
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start_with(&redis.address(), &policy).await);
+    }
+    let binary = build_harness("v0.26.0");
+    let runs: Vec<_> = proxies
+        .iter()
+        .map(|p| {
+            let (binary, address) = (binary.clone(), p.address());
+            std::thread::spawn(move || flood(&binary, &address, 5.0 * rate, seconds))
+        })
+        .collect();
+    let mut accepted = 0;
+    for run in runs {
+        let res = run.join().expect("flood thread");
+        let n = |k: &str| res[k].as_u64().unwrap_or_else(|| panic!("{k} in {res}"));
+        assert_eq!(n("other_errors"), 0, "{res}");
+        assert_eq!(n("accepted") + n("limited"), n("attempted"), "{res}");
+        accepted += n("accepted");
+    }
+    let most = rate * (seconds + 1.0) + burst;
+    assert!(
+        (accepted as f64) <= most,
+        "three replicas admitted {accepted}, more than one limit's {most}"
+    );
+    let mut direct = redis.client().await;
+    assert_eq!(
+        direct.cmd(&["LLEN", "asynq:{flood}:pending"]).await,
+        int(accepted as i64)
+    );
 }

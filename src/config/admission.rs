@@ -5,7 +5,7 @@ use glob::Pattern;
 use serde::Deserialize;
 
 use super::FieldError;
-use crate::admission::{Admission, RateLimit, Scope};
+use crate::admission::{Admission, OnFailure, RateLimit, Scope};
 use crate::auth::Identity;
 
 /// An enqueue rate limit as written.
@@ -31,6 +31,13 @@ pub struct RateLimitFile {
     /// Enqueues allowed at once after a quiet spell. Default 1.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Keep the limit's state in the upstream Redis, so that every proxy
+    /// in front of it enforces one limit together. Default false.
+    #[serde(default)]
+    pub shared: bool,
+    /// For a shared limit, what to do when its state in Redis cannot be
+    /// reached: `refuse` (default) or `allow`.
+    pub on_shared_failure: Option<String>,
 }
 
 fn default_burst() -> u32 {
@@ -46,6 +53,12 @@ pub fn validate(files: &[RateLimitFile], identities: &[Identity]) -> Result<Admi
             return Err((
                 field("name"),
                 format!("{:?} is blank or has surrounding spaces", f.name),
+            ));
+        }
+        if f.name.contains(['{', '}']) {
+            return Err((
+                field("name"),
+                format!("{:?} may not contain '{{' or '}}'", f.name),
             ));
         }
         if limits.iter().any(|l| l.name == f.name) {
@@ -67,7 +80,7 @@ pub fn validate(files: &[RateLimitFile], identities: &[Identity]) -> Result<Admi
         }
         let queues = patterns(&field("queues"), &f.queues)?;
         let task_types = patterns(&field("task_types"), &f.task_types)?;
-        let limit = RateLimit::new(
+        let mut limit = RateLimit::new(
             f.name.clone(),
             scope,
             (f.identities.clone(), queues, task_types),
@@ -75,6 +88,23 @@ pub fn validate(files: &[RateLimitFile], identities: &[Identity]) -> Result<Admi
             f.burst,
         )
         .map_err(|e| (field("rate_per_second"), e))?;
+        limit.shared = match (f.shared, f.on_shared_failure.as_deref()) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err((
+                    field("on_shared_failure"),
+                    "applies to shared limits only (shared = true)".into(),
+                ));
+            }
+            (true, None | Some("refuse")) => Some(OnFailure::Refuse),
+            (true, Some("allow")) => Some(OnFailure::Allow),
+            (true, Some(other)) => {
+                return Err((
+                    field("on_shared_failure"),
+                    format!("{other:?} is not refuse or allow"),
+                ));
+            }
+        };
         limits.push(limit);
     }
     Ok(Admission { limits })

@@ -8,16 +8,37 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{AUDIT, Gate, shown_bytes};
-use crate::admission::Enqueue;
+use super::{AUDIT, Decision, Gate, shown_bytes};
+use crate::admission::{self, Enqueue, OnFailure, SharedCheck};
 use crate::asynq::{self, Access, NotAsynq};
 use crate::command::Classified;
+use crate::control::Bucket;
 use crate::policy;
 use crate::resp::Command;
 use crate::session::Shared;
 use crate::upstream;
+
+/// What authorization allows: the command, perhaps rewritten, perhaps
+/// still waiting for its shared rate limits.
+#[derive(Debug, Default)]
+pub(super) struct Verdict {
+    pub rewrite: Option<Bytes>,
+    pub shared: Option<Box<Pending>>,
+}
+
+/// An enqueue admitted so far, whose shared rate limits must still give
+/// it a token from their buckets in Redis before it is forwarded.
+#[derive(Debug)]
+pub struct Pending {
+    pub checks: Vec<SharedCheck>,
+    what: String,
+    queue: String,
+    task_type: String,
+    /// What to do once every bucket admitted it.
+    then: Decision,
+}
 
 /// One refusal, as the metric and the audit log record it. Never a value
 /// or a payload: the call names the asynq operation and the key it names.
@@ -55,15 +76,17 @@ impl Gate {
         cmd: &Command,
         c: &Classified,
         shared: &Shared,
-    ) -> Result<Option<Bytes>, String> {
+    ) -> Result<Verdict, String> {
         let Some(identity) = self.identity.as_ref().map(Arc::clone) else {
-            return Ok(None);
+            return Ok(Verdict::default());
         };
         if identity.raw {
-            return Ok(None);
+            return Ok(Verdict::default());
         }
         if c.name == Some("select") {
-            return self.select(cmd, shared, &identity.name).map(|()| None);
+            return self
+                .select(cmd, shared, &identity.name)
+                .map(|()| Verdict::default());
         }
         let access = match asynq::classify(cmd, c.name) {
             Ok(access) => access,
@@ -98,7 +121,7 @@ impl Gate {
             ..
         } = &access
         else {
-            return Ok(None);
+            return Ok(Verdict::default());
         };
         let caps = match policy::check(&identity.name, &identity.grants, &access) {
             Ok(caps) => caps,
@@ -128,34 +151,118 @@ impl Gate {
                 payload_bytes: *payload,
                 message_bytes: *message,
             };
-            if let Err(r) = shared.admission.admit(&enqueue, caps) {
-                shared
-                    .metrics
-                    .limit_hits
-                    .with_label_values(&[
-                        &identity.name,
-                        &shared.metrics.queue_label(queue),
-                        &r.limit,
-                        r.scope,
-                    ])
-                    .inc();
-                self.refused(
-                    shared,
-                    &Refused {
-                        identity: &identity.name,
-                        op: "enqueue",
-                        reason: "limit",
-                        what,
-                        queue: Some(queue),
-                        task_type: Some(task_type),
-                        limit: Some((&r.limit, r.scope)),
-                        ..Refused::default()
-                    },
-                );
-                return Err(r.text);
+            match shared.admission.admit(&enqueue, caps) {
+                Err(r) => {
+                    self.limit_refused(shared, &identity.name, what, queue, task_type, &r);
+                    return Err(r.text);
+                }
+                Ok(checks) if !checks.is_empty() => {
+                    return Ok(Verdict {
+                        rewrite: None,
+                        shared: Some(Box::new(Pending {
+                            checks,
+                            what: what.clone(),
+                            queue: queue.clone(),
+                            task_type: task_type.clone(),
+                            then: Decision::Forward,
+                        })),
+                    });
+                }
+                Ok(_) => {}
             }
         }
-        Ok(clock_arg.map(|i| with_proxy_clock(cmd, i)))
+        Ok(Verdict {
+            rewrite: clock_arg.map(|i| with_proxy_clock(cmd, i)),
+            shared: None,
+        })
+    }
+
+    /// Counts and audits an enqueue refused by a size cap or rate limit.
+    fn limit_refused(
+        &mut self,
+        shared: &Shared,
+        identity: &str,
+        what: &str,
+        queue: &str,
+        task_type: &str,
+        r: &admission::Refusal,
+    ) {
+        shared
+            .metrics
+            .limit_hits
+            .with_label_values(&[
+                identity,
+                &shared.metrics.queue_label(queue),
+                &r.limit,
+                r.scope,
+            ])
+            .inc();
+        self.refused(
+            shared,
+            &Refused {
+                identity,
+                op: "enqueue",
+                reason: "limit",
+                what,
+                queue: Some(queue),
+                task_type: Some(task_type),
+                limit: Some((&r.limit, r.scope)),
+                ..Refused::default()
+            },
+        );
+    }
+
+    /// Decides an enqueue that waited for its shared limits' buckets in
+    /// Redis: `outcomes` holds what each of `p.checks` gave, in order.
+    pub fn settle(
+        &mut self,
+        p: Pending,
+        outcomes: Vec<Result<Bucket, String>>,
+        shared: &Shared,
+    ) -> Decision {
+        let Some(identity) = self.identity.as_ref().map(Arc::clone) else {
+            return p.then;
+        };
+        for (check, outcome) in p.checks.iter().zip(outcomes) {
+            let limit = &shared.admission.limits[check.limit];
+            let refusal = match outcome {
+                Ok(Bucket::Admitted) => continue,
+                Ok(Bucket::Empty(wait)) => limit.refusal(&check.key, wait),
+                Err(error) => {
+                    let on_failure = limit.shared.unwrap_or(OnFailure::Refuse);
+                    shared
+                        .metrics
+                        .shared_limit_failures
+                        .with_label_values(&[&limit.name, on_failure.name()])
+                        .inc();
+                    warn!(limit = %limit.name, %error, on_failure = on_failure.name(), "shared rate limit state in Redis out of reach");
+                    if on_failure == OnFailure::Allow {
+                        continue;
+                    }
+                    admission::Refusal {
+                        limit: limit.name.clone(),
+                        scope: limit.scope.name(),
+                        text: format!(
+                            "LIMIT asynq-guard: rate limit '{}' is shared through Redis, which the proxy cannot reach for it now, and it refuses when that happens; retry later",
+                            limit.name
+                        ),
+                    }
+                }
+            };
+            self.limit_refused(
+                shared,
+                &identity.name,
+                &p.what,
+                &p.queue,
+                &p.task_type,
+                &refusal,
+            );
+            if self.in_multi {
+                self.multi_refused = true;
+            }
+            return Decision::Reply(crate::resp::error_reply(&refusal.text));
+        }
+        p.then
     }
 
     /// `SELECT` of the database the proxy serves (`upstream.database`,

@@ -55,7 +55,7 @@ where
         };
         let c = command::classify(&cmd);
         shared.metrics.count_command(c.name);
-        let decision = gate.decide(&cmd, &c, shared);
+        let decision = super::decide(gate, &cmd, &c, shared).await;
         let planned = plan(cmd, &c, decision, false);
         if let Some(delay) = planned.delay {
             tokio::time::sleep(delay).await;

@@ -1,0 +1,189 @@
+//! The proxy's own connection to the upstream Redis, for state the proxy
+//! keeps there itself: the buckets of shared rate limits.
+//!
+//! One connection, opened on first use with the proxy's credentials (the
+//! same way as a client's upstream connection, [`crate::upstream`]) and
+//! opened again after any error. Commands on it are serialised; each has
+//! a deadline. It runs only the proxy's own script, under keys outside
+//! asynq's namespace ([`crate::admission::SHARED_PREFIX`]). It touches
+//! nothing but that connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use crate::admission::SharedCheck;
+use crate::config::UpstreamSettings;
+use crate::resp::{Proto, ReplyReader};
+use crate::upstream::{self, UpstreamRead, UpstreamWrite};
+
+/// GCRA over Redis's clock, in microseconds. KEYS[1] is the bucket (the
+/// "theoretical arrival time" of the next enqueue); ARGV[1] the interval
+/// between enqueues at the sustained rate; ARGV[2] how far ahead of now
+/// that time may run (the burst). Answers `{1, 0}` when admitted, `{0,
+/// wait}` with the microseconds until a retry may succeed.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now - tolerance}
+end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return {1, 0}
+";
+
+/// How long one round trip may take before the state counts as out of
+/// reach.
+const DEADLINE: Duration = Duration::from_secs(2);
+
+/// What Redis said about one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Admitted,
+    /// Empty; a retry may succeed after this long.
+    Empty(Duration),
+}
+
+/// The proxy's own upstream connection.
+pub struct Control {
+    settings: Arc<UpstreamSettings>,
+    conn: Mutex<Option<(UpstreamRead, UpstreamWrite)>>,
+    sha: String,
+}
+
+impl Control {
+    pub fn new(settings: Arc<UpstreamSettings>) -> Self {
+        Control {
+            settings,
+            conn: Mutex::new(None),
+            sha: crate::asynq::catalog::sha1_hex(GCRA.as_bytes()),
+        }
+    }
+
+    /// Takes a token from a shared limit's bucket.
+    ///
+    /// # Errors
+    ///
+    /// Why the bucket could not be reached, in words for the log.
+    pub async fn take(&self, check: &SharedCheck) -> Result<Bucket, String> {
+        let interval = check.interval_us.to_string();
+        let tolerance = check.tolerance_us.to_string();
+        let args = |script: &[u8]| -> Vec<u8> {
+            let verb: &[u8] = if script.len() == 40 {
+                b"EVALSHA"
+            } else {
+                b"EVAL"
+            };
+            upstream::encode_command(&[
+                verb,
+                script,
+                b"1",
+                check.redis_key.as_bytes(),
+                interval.as_bytes(),
+                tolerance.as_bytes(),
+            ])
+            .to_vec()
+        };
+        let mut reply = self.round_trip(&args(self.sha.as_bytes())).await?;
+        if reply.starts_with(b"-NOSCRIPT") {
+            reply = self.round_trip(&args(GCRA.as_bytes())).await?;
+        }
+        parse_bucket(&reply)
+    }
+
+    /// Sends one command and reads its reply, (re)connecting first when
+    /// needed; any failure drops the connection.
+    async fn round_trip(&self, command: &[u8]) -> Result<Bytes, String> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            let conn = tokio::time::timeout(DEADLINE, upstream::connect(&self.settings))
+                .await
+                .map_err(|_| "connecting timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            *guard = Some(conn);
+        }
+        let (read, write) = guard.as_mut().expect("connected above");
+        let result = tokio::time::timeout(DEADLINE, exchange(read, write, command)).await;
+        match result {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(e)
+            }
+            Err(_) => {
+                *guard = None;
+                Err("no reply in time".into())
+            }
+        }
+    }
+}
+
+async fn exchange(
+    read: &mut UpstreamRead,
+    write: &mut UpstreamWrite,
+    command: &[u8],
+) -> Result<Bytes, String> {
+    write.write_all(command).await.map_err(|e| e.to_string())?;
+    let mut replies = ReplyReader::default();
+    loop {
+        if let Some(reply) = replies
+            .next_reply(Proto::Resp2)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(reply.raw);
+        }
+        let n = read
+            .read_buf(replies.buffer())
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}
+
+/// Reads the script's `*2\r\n:<admitted>\r\n:<wait>\r\n`.
+fn parse_bucket(reply: &[u8]) -> Result<Bucket, String> {
+    if reply.first() == Some(&b'-') {
+        let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+        return Err(format!("Redis answered {text}"));
+    }
+    let text = std::str::from_utf8(reply).map_err(|_| "unreadable reply".to_string())?;
+    let mut numbers = text
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix(':'))
+        .map(str::parse::<u64>);
+    match (text.starts_with("*2\r\n"), numbers.next(), numbers.next()) {
+        (true, Some(Ok(1)), Some(Ok(_))) => Ok(Bucket::Admitted),
+        (true, Some(Ok(0)), Some(Ok(wait))) => Ok(Bucket::Empty(Duration::from_micros(wait))),
+        _ => Err("unexpected reply to the rate-limit script".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read() {
+        assert_eq!(parse_bucket(b"*2\r\n:1\r\n:0\r\n"), Ok(Bucket::Admitted));
+        assert_eq!(
+            parse_bucket(b"*2\r\n:0\r\n:2500\r\n"),
+            Ok(Bucket::Empty(Duration::from_micros(2500)))
+        );
+        assert!(
+            parse_bucket(b"-NOPERM no\r\n")
+                .unwrap_err()
+                .contains("NOPERM")
+        );
+        assert!(parse_bucket(b"+OK\r\n").is_err());
+    }
+}
