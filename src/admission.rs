@@ -16,6 +16,9 @@ use glob::Pattern;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+mod queue_cap;
+pub use queue_cap::{COUNT_SCRIPT, InFlight, QueueCap, QueueCheck, Reservation};
+
 /// What a rate limit counts separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -224,6 +227,24 @@ pub struct Refusal {
 #[derive(Debug, Default)]
 pub struct Admission {
     pub limits: Vec<RateLimit>,
+    /// Queue-size caps, in file order; the first that names a queue
+    /// applies to it.
+    pub queue_caps: Vec<QueueCap>,
+    pub in_flight: InFlight,
+}
+
+/// What an enqueue must still pass in Redis after [`Admission::admit`]:
+/// its shared rate limits, then its queue's cap.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    pub shared: Vec<SharedCheck>,
+    pub queue: Option<QueueCheck>,
+}
+
+impl Checks {
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_empty() && self.queue.is_none()
+    }
 }
 
 impl Admission {
@@ -236,7 +257,7 @@ impl Admission {
     /// # Errors
     ///
     /// The first limit `e` does not fit.
-    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<Vec<SharedCheck>, Refusal> {
+    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<Checks, Refusal> {
         let sizes = [
             (
                 "max_payload_bytes",
@@ -278,7 +299,12 @@ impl Admission {
                 return Err(limit.refusal(&key, wait));
             }
         }
-        Ok(shared)
+        let queue = self
+            .queue_caps
+            .iter()
+            .find(|c| c.queues.iter().any(|p| p.matches(e.queue)))
+            .map(|c| c.check(e.queue));
+        Ok(Checks { shared, queue })
     }
 
     /// Forgets the buckets of keys that have been idle long enough to be
@@ -336,11 +362,12 @@ mod tests {
     fn a_burst_then_refusals_with_a_retry_time() {
         let a = Admission {
             limits: vec![limit(Scope::IdentityQueue, 1.0, 3)],
+            ..Admission::default()
         };
         for _ in 0..3 {
             assert_eq!(
                 a.admit(&enqueue("web", "q", "t"), Caps::default()),
-                Ok(vec![])
+                Ok(Checks::default())
             );
         }
         let r = a
@@ -364,7 +391,10 @@ mod tests {
     fn filters_choose_what_a_limit_counts() {
         let mut l = limit(Scope::TaskType, 1.0, 1);
         l.task_types = vec![Pattern::new("email:*").unwrap()];
-        let a = Admission { limits: vec![l] };
+        let a = Admission {
+            limits: vec![l],
+            ..Admission::default()
+        };
         assert!(
             a.admit(&enqueue("web", "q", "email:a"), Caps::default())
                 .is_ok()
@@ -387,10 +417,13 @@ mod tests {
     fn shared_limits_are_left_to_redis_with_their_bucket() {
         let mut l = limit(Scope::IdentityQueue, 4.0, 3);
         l.shared = Some(OnFailure::Refuse);
-        let a = Admission { limits: vec![l] };
+        let a = Admission {
+            limits: vec![l],
+            ..Admission::default()
+        };
         let checks = a.admit(&enqueue("web", "q", "t"), Caps::default()).unwrap();
         assert_eq!(
-            checks,
+            checks.shared,
             vec![SharedCheck {
                 limit: 0,
                 key: "web/q".into(),

@@ -65,6 +65,9 @@ pub struct ConfigFile {
     /// Enqueue rate limits.
     #[serde(default)]
     pub rate_limit: Vec<admission::RateLimitFile>,
+    /// Queue-size caps.
+    #[serde(default)]
+    pub queue_cap: Vec<admission::QueueCapFile>,
 }
 
 /// A grant of operations to an identity.
@@ -440,8 +443,8 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         max_message_bytes: file.limits.max_message_bytes,
     };
     apply_grants(&mut identities, &file.grant, default_caps).map_err(|(f, r)| invalid(&f, r))?;
-    let admission =
-        admission::validate(&file.rate_limit, &identities).map_err(|(f, r)| invalid(&f, r))?;
+    let admission = admission::validate(&file.rate_limit, &file.queue_cap, &identities)
+        .map_err(|(f, r)| invalid(&f, r))?;
     let warnings = identities
         .iter()
         .filter(|i| !i.raw && i.grants.is_empty())

@@ -1,6 +1,8 @@
 //! The proxy's own connection to the upstream Redis, for state the proxy
 //! keeps there itself: the buckets of shared rate limits.
 //!
+//! It also counts capped queues for [`crate::admission`].
+//!
 //! One connection, opened on first use with the proxy's credentials (the
 //! same way as a client's upstream connection, [`crate::upstream`]) and
 //! opened again after any error. Commands on it are serialised; each has
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use crate::admission::SharedCheck;
+use crate::admission::{COUNT_SCRIPT, QueueCheck, SharedCheck};
 use crate::config::UpstreamSettings;
 use crate::resp::{Proto, ReplyReader};
 use crate::upstream::{self, UpstreamRead, UpstreamWrite};
@@ -57,6 +59,7 @@ pub struct Control {
     settings: Arc<UpstreamSettings>,
     conn: Mutex<Option<(UpstreamRead, UpstreamWrite)>>,
     sha: String,
+    count_sha: String,
 }
 
 impl Control {
@@ -65,6 +68,7 @@ impl Control {
             settings,
             conn: Mutex::new(None),
             sha: crate::asynq::catalog::sha1_hex(GCRA.as_bytes()),
+            count_sha: crate::asynq::catalog::sha1_hex(COUNT_SCRIPT.as_bytes()),
         }
     }
 
@@ -97,6 +101,49 @@ impl Control {
             reply = self.round_trip(&args(GCRA.as_bytes())).await?;
         }
         parse_bucket(&reply)
+    }
+
+    /// Counts a capped queue's tasks as its cap says.
+    ///
+    /// # Errors
+    ///
+    /// Why the queue could not be counted, in words for the refusal.
+    pub async fn count(&self, check: &QueueCheck) -> Result<u64, String> {
+        let key = |suffix: &str| format!("asynq:{{{}}}:{suffix}", check.queue);
+        let (pending, scheduled, retry, groups, prefix) = (
+            key("pending"),
+            key("scheduled"),
+            key("retry"),
+            key("groups"),
+            key("g:"),
+        );
+        let args = |script: &[u8]| -> Vec<u8> {
+            let verb: &[u8] = if script.len() == 40 {
+                b"EVALSHA"
+            } else {
+                b"EVAL"
+            };
+            upstream::encode_command(&[
+                verb,
+                script,
+                b"4",
+                pending.as_bytes(),
+                scheduled.as_bytes(),
+                retry.as_bytes(),
+                groups.as_bytes(),
+                check.count.as_bytes(),
+                prefix.as_bytes(),
+            ])
+            .to_vec()
+        };
+        let mut reply = self.round_trip(&args(self.count_sha.as_bytes())).await?;
+        if reply.starts_with(b"-NOSCRIPT") {
+            reply = self.round_trip(&args(COUNT_SCRIPT.as_bytes())).await?;
+        }
+        let text = String::from_utf8_lossy(&reply);
+        text.strip_prefix(':')
+            .and_then(|n| n.trim_end().parse().ok())
+            .ok_or_else(|| format!("Redis answered {}", text.trim_end()))
     }
 
     /// Sends one command and reads its reply, (re)connecting first when

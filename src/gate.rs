@@ -25,8 +25,8 @@ use crate::conceal;
 use crate::resp::{Command, error_reply};
 use crate::session::Shared;
 use crate::upstream;
-pub use authorize::Pending;
 use authorize::Refused;
+pub use authorize::{Outcomes, Pending, QueueOutcome};
 use repeats::Repeats;
 
 mod authorize;
@@ -65,9 +65,12 @@ pub enum Decision {
     ReplyAfter(Duration, Bytes),
     /// Answer the client, then close the connection.
     ReplyAndClose(Bytes),
-    /// Take tokens from shared rate limits in Redis first, then decide
-    /// with [`Gate::settle`].
+    /// Take tokens from shared rate limits in Redis and count a capped
+    /// queue first, then decide with [`Gate::settle`].
     Admit(Box<Pending>),
+    /// Forward an enqueue to a capped queue, holding its place in the
+    /// queue until its reply arrives.
+    ForwardHeld(crate::admission::Reservation),
 }
 
 impl Decision {

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     pub limit_hits: IntCounterVec,
     pub shared_limit_failures: IntCounterVec,
+    pub queue_tasks: IntGaugeVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     commands_vec: IntCounterVec,
@@ -140,6 +141,14 @@ impl Metrics {
             &["limit", "outcome"],
         )?;
         registry.register(Box::new(shared_limit_failures.clone()))?;
+        let queue_tasks = IntGaugeVec::new(
+            Opts::new(
+                "asynq_guard_queue_tasks",
+                "Tasks waiting in a capped queue (what its cap counts), as last counted for an enqueue.",
+            ),
+            &["queue"],
+        )?;
+        registry.register(Box::new(queue_tasks.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
@@ -181,6 +190,7 @@ impl Metrics {
             refusals,
             limit_hits,
             shared_limit_failures,
+            queue_tasks,
             tls_handshake_failures,
             tls_reloads,
             commands_vec,

@@ -33,7 +33,7 @@ use crate::auth::{Identities, Throttle};
 use crate::command::{self, Classified, Expect};
 use crate::conceal;
 use crate::config::UpstreamSettings;
-use crate::gate::{Conn, Decision, Gate};
+use crate::gate::{Conn, Decision, Gate, Outcomes, Pending, QueueOutcome};
 use crate::metrics::Metrics;
 use crate::resp::{Command, Limits, RequestError, RequestReader, error_reply};
 use crate::upstream::{self, UpstreamWrite};
@@ -86,19 +86,51 @@ pub(crate) async fn decide(
 ) -> Decision {
     match gate.decide(cmd, c, shared) {
         Decision::Admit(pending) => {
-            let mut outcomes = Vec::with_capacity(pending.checks.len());
-            for check in &pending.checks {
-                let outcome = shared.control.take(check).await;
-                let empty = matches!(outcome, Ok(crate::control::Bucket::Empty(_)));
-                outcomes.push(outcome);
-                if empty {
-                    break;
-                }
-            }
+            let outcomes = ask_redis(&pending, shared).await;
             gate.settle(*pending, outcomes, shared)
         }
         decision => decision,
     }
+}
+
+/// Takes a token from each shared rate limit of a pending enqueue, in
+/// order, stopping at the first empty bucket; then, if all admitted it,
+/// counts its capped queue with a place reserved for it.
+async fn ask_redis(pending: &Pending, shared: &Shared) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    for check in &pending.checks.shared {
+        let outcome = shared.control.take(check).await;
+        let refused = match &outcome {
+            Ok(bucket) => *bucket != crate::control::Bucket::Admitted,
+            Err(_) => {
+                shared.admission.limits[check.limit].shared
+                    != Some(crate::admission::OnFailure::Allow)
+            }
+        };
+        outcomes.shared.push(outcome);
+        if refused {
+            return outcomes;
+        }
+    }
+    if let Some(check) = &pending.checks.queue {
+        let (held, in_flight) = shared.admission.in_flight.reserve(&check.queue);
+        outcomes.queue = Some(match shared.control.count(check).await {
+            Ok(count) => {
+                shared
+                    .metrics
+                    .queue_tasks
+                    .with_label_values(&[&shared.metrics.queue_label(&check.queue)])
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                if count + in_flight < check.max_tasks {
+                    QueueOutcome::Admitted(held)
+                } else {
+                    QueueOutcome::Full { count, in_flight }
+                }
+            }
+            Err(e) => QueueOutcome::Failed(e),
+        });
+    }
+    outcomes
 }
 
 /// Limits before authentication, as Redis applies them to unauthenticated
@@ -137,6 +169,9 @@ pub(crate) enum Slot {
         expect: Expect,
         sent: Option<Instant>,
         conceal: bool,
+        /// An enqueue's place in its capped queue, given back when the
+        /// reply has been handled (the slot is dropped); never read.
+        _held: Option<crate::admission::Reservation>,
     },
     /// From Redis for a command the proxy sent on its own (logging in
     /// again after RESET); the client sees nothing of it, and an error
@@ -305,18 +340,20 @@ pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: b
     // Inside MULTI, Redis answers every command with one QUEUED (RESET
     // alone runs at once and ends the transaction).
     let expect = if in_multi { Expect::One } else { c.expect };
-    let upstream_slot = || Slot::Upstream {
+    let upstream_slot = |held| Slot::Upstream {
         expect,
         sent: (!c.blocking).then(Instant::now),
         conceal: conceal::filters_reply(c.name),
+        _held: held,
     };
     let local = |reply| Slot::Local {
         reply,
         close: false,
     };
     let (slot, raw, closing, delay) = match decision {
-        Decision::Forward => (upstream_slot(), Some(cmd.raw), false, None),
-        Decision::ForwardAs(raw) => (upstream_slot(), Some(raw), false, None),
+        Decision::Forward => (upstream_slot(None), Some(cmd.raw), false, None),
+        Decision::ForwardHeld(held) => (upstream_slot(Some(held)), Some(cmd.raw), false, None),
+        Decision::ForwardAs(raw) => (upstream_slot(None), Some(raw), false, None),
         Decision::Substitute { raw, reply } => (Slot::Replace { reply }, Some(raw), false, None),
         Decision::Reply(reply) => (local(reply), None, false, None),
         Decision::ReplyAfter(delay, reply) => (local(reply), None, false, Some(delay)),

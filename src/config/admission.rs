@@ -5,7 +5,7 @@ use glob::Pattern;
 use serde::Deserialize;
 
 use super::FieldError;
-use crate::admission::{Admission, OnFailure, RateLimit, Scope};
+use crate::admission::{Admission, OnFailure, QueueCap, RateLimit, Scope};
 use crate::auth::Identity;
 
 /// An enqueue rate limit as written.
@@ -44,8 +44,59 @@ fn default_burst() -> u32 {
     1
 }
 
-/// Validates every `[[rate_limit]]` against the identities.
-pub fn validate(files: &[RateLimitFile], identities: &[Identity]) -> Result<Admission, FieldError> {
+/// A queue-size cap as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueCapFile {
+    /// Queues (names or globs) it caps; each queue takes the first cap
+    /// that names it.
+    pub queues: Vec<String>,
+    /// Most tasks waiting in the queue: enqueues beyond are refused.
+    pub max_tasks: u64,
+    /// Also count scheduled tasks. Default false.
+    #[serde(default)]
+    pub count_scheduled: bool,
+    /// Also count tasks waiting to be retried. Default false.
+    #[serde(default)]
+    pub count_retry: bool,
+    /// Also count grouped tasks waiting for aggregation. Default false.
+    #[serde(default)]
+    pub count_aggregating: bool,
+}
+
+/// Validates every `[[queue_cap]]`.
+pub fn validate_caps(files: &[QueueCapFile]) -> Result<Vec<QueueCap>, FieldError> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.queues.is_empty() {
+                return Err((format!("queue_cap[{i}].queues"), "is empty".into()));
+            }
+            if f.max_tasks == 0 {
+                return Err((
+                    format!("queue_cap[{i}].max_tasks"),
+                    "must be at least 1 (a queue that takes nothing needs no grant instead)".into(),
+                ));
+            }
+            Ok(QueueCap {
+                queues: patterns(&format!("queue_cap[{i}].queues"), &f.queues)?,
+                max_tasks: f.max_tasks,
+                scheduled: f.count_scheduled,
+                retry: f.count_retry,
+                aggregating: f.count_aggregating,
+            })
+        })
+        .collect()
+}
+
+/// Validates every `[[rate_limit]]` against the identities, and the
+/// `[[queue_cap]]`s.
+pub fn validate(
+    files: &[RateLimitFile],
+    caps: &[QueueCapFile],
+    identities: &[Identity],
+) -> Result<Admission, FieldError> {
     let mut limits: Vec<RateLimit> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let field = |k: &str| format!("rate_limit[{i}].{k}");
@@ -107,7 +158,11 @@ pub fn validate(files: &[RateLimitFile], identities: &[Identity]) -> Result<Admi
         };
         limits.push(limit);
     }
-    Ok(Admission { limits })
+    Ok(Admission {
+        limits,
+        queue_caps: validate_caps(caps)?,
+        in_flight: Default::default(),
+    })
 }
 
 fn patterns(field: &str, list: &[String]) -> Result<Vec<Pattern>, FieldError> {

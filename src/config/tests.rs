@@ -270,3 +270,25 @@ fn rate_limits_and_size_caps_are_validated() {
         assert!(msg.contains(expected), "{text:?} gave {msg}");
     }
 }
+
+#[test]
+fn queue_caps_are_validated() {
+    let ok =
+        parse("[[queue_cap]]\nqueues = [\"q*\"]\nmax_tasks = 10\ncount_retry = true\n").unwrap();
+    assert_eq!(ok.admission.queue_caps.len(), 1);
+    assert!(ok.admission.queue_caps[0].retry);
+    for (text, expected) in [
+        (
+            "[[queue_cap]]\nqueues = []\nmax_tasks = 10\n",
+            "queue_cap[0].queues",
+        ),
+        (
+            "[[queue_cap]]\nqueues = [\"q\"]\nmax_tasks = 0\n",
+            "queue_cap[0].max_tasks",
+        ),
+        ("[[queue_cap]]\nqueues = [\"q\"]\n", "max_tasks"),
+    ] {
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{text:?} gave {msg}");
+    }
+}

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::{AUDIT, Decision, Gate, shown_bytes};
-use crate::admission::{self, Enqueue, OnFailure, SharedCheck};
+use crate::admission::{self, Checks, Enqueue, OnFailure, Reservation};
 use crate::asynq::{self, Access, NotAsynq};
 use crate::command::Classified;
 use crate::control::Bucket;
@@ -32,12 +32,89 @@ pub(super) struct Verdict {
 /// it a token from their buckets in Redis before it is forwarded.
 #[derive(Debug)]
 pub struct Pending {
-    pub checks: Vec<SharedCheck>,
+    pub checks: Checks,
     what: String,
     queue: String,
     task_type: String,
     /// What to do once every bucket admitted it.
     then: Decision,
+}
+
+/// What Redis said for a pending enqueue: each shared limit's bucket, in
+/// order (stopping at the first empty one), then its queue's size.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub shared: Vec<Result<Bucket, String>>,
+    pub queue: Option<QueueOutcome>,
+}
+
+/// A capped queue's size against its cap.
+#[derive(Debug)]
+pub enum QueueOutcome {
+    /// Room for it: the reservation rides with the enqueue to its reply.
+    Admitted(Reservation),
+    /// Full: `count` tasks in Redis and `in_flight` admitted enqueues.
+    Full { count: u64, in_flight: u64 },
+    /// The queue could not be counted.
+    Failed(String),
+}
+
+/// The first shared limit whose bucket refused the enqueue, or whose
+/// state was out of reach with `on_shared_failure = "refuse"`.
+fn shared_refusal(
+    p: &Pending,
+    outcomes: Vec<Result<Bucket, String>>,
+    shared: &Shared,
+) -> Option<admission::Refusal> {
+    for (check, outcome) in p.checks.shared.iter().zip(outcomes) {
+        let limit = &shared.admission.limits[check.limit];
+        match outcome {
+            Ok(Bucket::Admitted) => {}
+            Ok(Bucket::Empty(wait)) => return Some(limit.refusal(&check.key, wait)),
+            Err(error) => {
+                let on_failure = limit.shared.unwrap_or(OnFailure::Refuse);
+                shared
+                    .metrics
+                    .shared_limit_failures
+                    .with_label_values(&[&limit.name, on_failure.name()])
+                    .inc();
+                warn!(limit = %limit.name, %error, on_failure = on_failure.name(), "shared rate limit state in Redis out of reach");
+                if on_failure == OnFailure::Refuse {
+                    return Some(admission::Refusal {
+                        limit: limit.name.clone(),
+                        scope: limit.scope.name(),
+                        text: format!(
+                            "LIMIT asynq-guard: rate limit '{}' is shared through Redis, which the proxy cannot reach for it now, and it refuses when that happens; retry later",
+                            limit.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The refusal of an enqueue to a full queue, or one that could not be
+/// counted (a cap holds only if it is checked).
+fn queue_refusal(p: &Pending, outcome: Option<&QueueOutcome>) -> Option<admission::Refusal> {
+    let check = p.checks.queue.as_ref()?;
+    let queue = asynq::shown(check.queue.as_bytes());
+    let text = match outcome? {
+        QueueOutcome::Admitted(_) => return None,
+        QueueOutcome::Full { count, in_flight } => format!(
+            "LIMIT asynq-guard: queue '{queue}' is full: {count} tasks waiting and {in_flight} on their way, cap {} (queue_cap); retry when workers have taken some",
+            check.max_tasks
+        ),
+        QueueOutcome::Failed(error) => format!(
+            "LIMIT asynq-guard: queue '{queue}' has a size cap and could not be counted ({error}); retry later"
+        ),
+    };
+    Some(admission::Refusal {
+        limit: "queue_cap".into(),
+        scope: "queue",
+        text,
+    })
 }
 
 /// One refusal, as the metric and the audit log record it. Never a value
@@ -214,41 +291,13 @@ impl Gate {
 
     /// Decides an enqueue that waited for its shared limits' buckets in
     /// Redis: `outcomes` holds what each of `p.checks` gave, in order.
-    pub fn settle(
-        &mut self,
-        p: Pending,
-        outcomes: Vec<Result<Bucket, String>>,
-        shared: &Shared,
-    ) -> Decision {
+    pub fn settle(&mut self, p: Pending, outcomes: Outcomes, shared: &Shared) -> Decision {
         let Some(identity) = self.identity.as_ref().map(Arc::clone) else {
             return p.then;
         };
-        for (check, outcome) in p.checks.iter().zip(outcomes) {
-            let limit = &shared.admission.limits[check.limit];
-            let refusal = match outcome {
-                Ok(Bucket::Admitted) => continue,
-                Ok(Bucket::Empty(wait)) => limit.refusal(&check.key, wait),
-                Err(error) => {
-                    let on_failure = limit.shared.unwrap_or(OnFailure::Refuse);
-                    shared
-                        .metrics
-                        .shared_limit_failures
-                        .with_label_values(&[&limit.name, on_failure.name()])
-                        .inc();
-                    warn!(limit = %limit.name, %error, on_failure = on_failure.name(), "shared rate limit state in Redis out of reach");
-                    if on_failure == OnFailure::Allow {
-                        continue;
-                    }
-                    admission::Refusal {
-                        limit: limit.name.clone(),
-                        scope: limit.scope.name(),
-                        text: format!(
-                            "LIMIT asynq-guard: rate limit '{}' is shared through Redis, which the proxy cannot reach for it now, and it refuses when that happens; retry later",
-                            limit.name
-                        ),
-                    }
-                }
-            };
+        let refusal = shared_refusal(&p, outcomes.shared, shared)
+            .or_else(|| queue_refusal(&p, outcomes.queue.as_ref()));
+        if let Some(refusal) = refusal {
             self.limit_refused(
                 shared,
                 &identity.name,
@@ -262,7 +311,10 @@ impl Gate {
             }
             return Decision::Reply(crate::resp::error_reply(&refusal.text));
         }
-        p.then
+        match outcomes.queue {
+            Some(QueueOutcome::Admitted(held)) => Decision::ForwardHeld(held),
+            _ => p.then,
+        }
     }
 
     /// `SELECT` of the database the proxy serves (`upstream.database`,

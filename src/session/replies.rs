@@ -195,6 +195,7 @@ impl ReplyState {
                 expect,
                 sent,
                 conceal,
+                ..
             } => {
                 let scrubbed = match (&self.upstream_user, r.shape.error) {
                     (Some(user), true) => conceal::scrub_error(&r.raw, user),
