@@ -80,26 +80,13 @@ impl Control {
     pub async fn take(&self, check: &SharedCheck) -> Result<Bucket, String> {
         let interval = check.interval_us.to_string();
         let tolerance = check.tolerance_us.to_string();
-        let args = |script: &[u8]| -> Vec<u8> {
-            let verb: &[u8] = if script.len() == 40 {
-                b"EVALSHA"
-            } else {
-                b"EVAL"
-            };
-            upstream::encode_command(&[
-                verb,
-                script,
-                b"1",
-                check.redis_key.as_bytes(),
-                interval.as_bytes(),
-                tolerance.as_bytes(),
-            ])
-            .to_vec()
-        };
-        let mut reply = self.round_trip(&args(self.sha.as_bytes())).await?;
-        if reply.starts_with(b"-NOSCRIPT") {
-            reply = self.round_trip(&args(GCRA.as_bytes())).await?;
-        }
+        let reply = self
+            .eval(
+                (&self.sha, GCRA),
+                &[check.redis_key.as_bytes()],
+                &[interval.as_bytes(), tolerance.as_bytes()],
+            )
+            .await?;
         parse_bucket(&reply)
     }
 
@@ -110,40 +97,47 @@ impl Control {
     /// Why the queue could not be counted, in words for the refusal.
     pub async fn count(&self, check: &QueueCheck) -> Result<u64, String> {
         let key = |suffix: &str| format!("asynq:{{{}}}:{suffix}", check.queue);
-        let (pending, scheduled, retry, groups, prefix) = (
+        let keys = [
             key("pending"),
             key("scheduled"),
             key("retry"),
             key("groups"),
-            key("g:"),
-        );
-        let args = |script: &[u8]| -> Vec<u8> {
-            let verb: &[u8] = if script.len() == 40 {
-                b"EVALSHA"
-            } else {
-                b"EVAL"
-            };
-            upstream::encode_command(&[
-                verb,
-                script,
-                b"4",
-                pending.as_bytes(),
-                scheduled.as_bytes(),
-                retry.as_bytes(),
-                groups.as_bytes(),
-                check.count.as_bytes(),
-                prefix.as_bytes(),
-            ])
-            .to_vec()
-        };
-        let mut reply = self.round_trip(&args(self.count_sha.as_bytes())).await?;
-        if reply.starts_with(b"-NOSCRIPT") {
-            reply = self.round_trip(&args(COUNT_SCRIPT.as_bytes())).await?;
-        }
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let prefix = key("g:");
+        let reply = self
+            .eval(
+                (&self.count_sha, COUNT_SCRIPT),
+                &keys,
+                &[check.count.as_bytes(), prefix.as_bytes()],
+            )
+            .await?;
         let text = String::from_utf8_lossy(&reply);
         text.strip_prefix(':')
             .and_then(|n| n.trim_end().parse().ok())
             .ok_or_else(|| format!("Redis answered {}", text.trim_end()))
+    }
+
+    /// Runs one of the proxy's scripts by its SHA, sending the body when
+    /// Redis does not have it yet.
+    async fn eval(
+        &self,
+        (sha, body): (&str, &str),
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+    ) -> Result<Bytes, String> {
+        let numkeys = keys.len().to_string();
+        let command = |verb: &[u8], script: &str| {
+            let mut args: Vec<&[u8]> = vec![verb, script.as_bytes(), numkeys.as_bytes()];
+            args.extend_from_slice(keys);
+            args.extend_from_slice(argv);
+            upstream::encode_command(&args)
+        };
+        let reply = self.round_trip(&command(b"EVALSHA", sha)).await?;
+        if reply.starts_with(b"-NOSCRIPT") {
+            return self.round_trip(&command(b"EVAL", body)).await;
+        }
+        Ok(reply)
     }
 
     /// Sends one command and reads its reply, (re)connecting first when

@@ -7,8 +7,8 @@
 mod support;
 
 use support::{
-    Proxy, Redis, Value, build_harness, encode, enqueue, harness_json, identities, int, load,
-    log_line, login_args, metric, secret_of, task_message_with, worker_check,
+    Proxy, Redis, Value, build_harness, enqueue_bytes, harness_json, identities, int, load,
+    log_line, login_args, metric, secret_of, worker_check,
 };
 
 /// `web` may enqueue anything to `q` and `q2`, payloads up to 64 bytes;
@@ -27,14 +27,6 @@ fn policy() -> String {
 
 async fn client_as(proxy: &Proxy, who: &str) -> support::Client {
     support::Client::connect_as(&proxy.address(), who, &secret_of(who)).await
-}
-
-/// One asynq enqueue of a task with `payload` as raw RESP bytes.
-fn enqueue_bytes(script: &support::Script, queue: &str, id: &str, payload: &[u8]) -> Vec<u8> {
-    let msg = task_message_with(queue, id, "job", payload);
-    let args = enqueue("EVALSHA", script, queue, id, &msg);
-    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    encode(&args)
 }
 
 /// `-flood` as `flooder` to queue `flood` through `address` at

@@ -6,8 +6,8 @@
 mod support;
 
 use support::{
-    Proxy, Redis, Value, build_harness, encode, enqueue, harness_as, identities, int, load, metric,
-    secret_of, task_message_with,
+    Proxy, Redis, Value, build_harness, enqueue_bytes, harness_as, identities, int, load, metric,
+    secret_of,
 };
 
 fn policy(cap: u64) -> String {
@@ -32,11 +32,7 @@ async fn a_full_queue_refuses_enqueues_in_their_places() {
 
     let mut batch = Vec::new();
     for i in 0..5 {
-        let id = format!("c{i}");
-        let msg = task_message_with("capped", &id, "job", b"x");
-        let args = enqueue("EVALSHA", &script, "capped", &id, &msg);
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        batch.extend(encode(&args));
+        batch.extend(enqueue_bytes(&script, "capped", &format!("c{i}"), b"x"));
     }
     web.send_raw(&batch).await;
     for i in 0..5 {
@@ -68,16 +64,12 @@ async fn a_full_queue_refuses_enqueues_in_their_places() {
         direct.cmd(&["RPOP", "asynq:{capped}:pending"]).await,
         Value::Bulk(b"c0".to_vec())
     );
-    let msg = task_message_with("capped", "c9", "job", b"x");
-    let args = enqueue("EVALSHA", &script, "capped", "c9", &msg);
-    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    web.send_raw(&encode(&args)).await;
+    web.send_raw(&enqueue_bytes(&script, "capped", "c9", b"x"))
+        .await;
     assert!(web.read().await.error_text().starts_with("LIMIT"));
 
-    let msg = task_message_with("free", "f0", "job", b"x");
-    let args = enqueue("EVALSHA", &script, "free", "f0", &msg);
-    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    web.send_raw(&encode(&args)).await;
+    web.send_raw(&enqueue_bytes(&script, "free", "f0", b"x"))
+        .await;
     assert_eq!(web.read().await, int(1));
 
     let metrics = proxy.metrics().await;

@@ -139,3 +139,12 @@ pub fn dequeue(verb: &str, script: &Script, queue: &str, prefix: &str) -> Vec<Ve
     let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
     call(verb, script, &keys, &[b"1700000030", prefix.as_bytes()])
 }
+
+/// asynq's enqueue (by EVALSHA of `script`) of a task of type `job` with
+/// `payload` to `queue`, as raw RESP bytes ready to pipeline.
+pub fn enqueue_bytes(script: &Script, queue: &str, id: &str, payload: &[u8]) -> Vec<u8> {
+    let msg = task_message_with(queue, id, "job", payload);
+    let args = enqueue("EVALSHA", script, queue, id, &msg);
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    super::encode(&args)
+}
