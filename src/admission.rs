@@ -98,6 +98,9 @@ pub struct SharedCheck {
     pub tolerance_us: u64,
 }
 
+/// Between identity and queue in an `identity_queue` key.
+const KEY_SEPARATOR: char = '\u{1f}';
+
 /// The Redis key prefix of shared limits' buckets. No client without a
 /// `raw` grant can name a key outside asynq's namespace.
 pub const SHARED_PREFIX: &str = "asynq-guard:rate:";
@@ -131,7 +134,13 @@ impl RateLimit {
             return Err("rate_per_second must be a number greater than 0".into());
         }
         let burst_nz = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
-        let period = Duration::from_secs_f64(1.0 / per_second);
+        let period = Duration::try_from_secs_f64(1.0 / per_second)
+            .ok()
+            .filter(|p| {
+                // The whole burst must fit the limiter's clock (u64 ns).
+                p.as_nanos().saturating_mul(u128::from(burst)) < u128::from(u64::MAX / 2)
+            })
+            .ok_or("rate_per_second is too low for this burst (the burst would last centuries)")?;
         let quota = Quota::with_period(period)
             .ok_or("rate_per_second is too high")?
             .allow_burst(burst_nz);
@@ -172,7 +181,7 @@ impl RateLimit {
                 self.per_second,
                 self.burst,
                 self.scope.name(),
-                crate::asynq::shown(key.as_bytes()),
+                crate::asynq::shown(key.replace(KEY_SEPARATOR, "/").as_bytes()),
                 wait.as_millis().max(1),
             ),
         }
@@ -189,7 +198,9 @@ impl RateLimit {
     fn key(&self, e: &Enqueue<'_>) -> String {
         match self.scope {
             Scope::Identity => e.identity.to_string(),
-            Scope::IdentityQueue => format!("{}/{}", e.identity, e.queue),
+            // Both names may hold '/': keep the pair apart with a byte
+            // neither holds (refusals show it as '/').
+            Scope::IdentityQueue => format!("{}{KEY_SEPARATOR}{}", e.identity, e.queue),
             Scope::TaskType => e.task_type.to_string(),
         }
     }
@@ -227,6 +238,9 @@ pub struct Refusal {
 #[derive(Debug, Default)]
 pub struct Admission {
     pub limits: Vec<RateLimit>,
+    /// `[limits]` caps: for grants without their own, and for payloads
+    /// the inspector writes.
+    pub default_caps: Caps,
     /// Queue-size caps, in file order; the first that names a queue
     /// applies to it.
     pub queue_caps: Vec<QueueCap>,
@@ -257,7 +271,37 @@ impl Admission {
     /// # Errors
     ///
     /// The first limit `e` does not fit.
-    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps) -> Result<Checks, Refusal> {
+    pub fn admit(&self, e: &Enqueue<'_>, caps: Caps, spend: bool) -> Result<Checks, Refusal> {
+        self.check_caps(e, caps)?;
+        let mut shared = Vec::new();
+        // An enqueue that already spent its tokens (the gate's NOSCRIPT
+        // retry) has only its queue's cap left to pass.
+        for (index, limit) in self.limits.iter().enumerate().filter(|_| spend) {
+            if !limit.applies(e) {
+                continue;
+            }
+            let key = limit.key(e);
+            if limit.shared.is_some() {
+                shared.push(limit.shared_check(index, key));
+            } else if let Err(not_until) = limit.limiter.check_key(&key) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(limit.refusal(&key, wait));
+            }
+        }
+        let queue = self
+            .queue_caps
+            .iter()
+            .find(|c| c.queues.iter().any(|p| p.matches(e.queue)))
+            .map(|c| c.check(e.queue));
+        Ok(Checks { shared, queue })
+    }
+
+    /// Checks the size caps alone.
+    ///
+    /// # Errors
+    ///
+    /// The first cap the message is over.
+    pub fn check_caps(&self, e: &Enqueue<'_>, caps: Caps) -> Result<(), Refusal> {
         let sizes = [
             (
                 "max_payload_bytes",
@@ -286,25 +330,7 @@ impl Admission {
                 });
             }
         }
-        let mut shared = Vec::new();
-        for (index, limit) in self.limits.iter().enumerate() {
-            if !limit.applies(e) {
-                continue;
-            }
-            let key = limit.key(e);
-            if limit.shared.is_some() {
-                shared.push(limit.shared_check(index, key));
-            } else if let Err(not_until) = limit.limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(limit.refusal(&key, wait));
-            }
-        }
-        let queue = self
-            .queue_caps
-            .iter()
-            .find(|c| c.queues.iter().any(|p| p.matches(e.queue)))
-            .map(|c| c.check(e.queue));
-        Ok(Checks { shared, queue })
+        Ok(())
     }
 
     /// Forgets the buckets of keys that have been idle long enough to be
@@ -348,14 +374,17 @@ mod tests {
             max_payload_bytes: Some(5),
             max_message_bytes: None,
         };
-        let r = a.admit(&enqueue("web", "q", "t"), caps).unwrap_err();
+        let r = a.admit(&enqueue("web", "q", "t"), caps, true).unwrap_err();
         assert_eq!(r.limit, "max_payload_bytes");
         assert!(
             r.text.starts_with("LIMIT asynq-guard: payload of 10 bytes"),
             "{}",
             r.text
         );
-        assert!(a.admit(&enqueue("web", "q", "t"), Caps::default()).is_ok());
+        assert!(
+            a.admit(&enqueue("web", "q", "t"), Caps::default(), true)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -366,12 +395,12 @@ mod tests {
         };
         for _ in 0..3 {
             assert_eq!(
-                a.admit(&enqueue("web", "q", "t"), Caps::default()),
+                a.admit(&enqueue("web", "q", "t"), Caps::default(), true),
                 Ok(Checks::default())
             );
         }
         let r = a
-            .admit(&enqueue("web", "q", "t"), Caps::default())
+            .admit(&enqueue("web", "q", "t"), Caps::default(), true)
             .unwrap_err();
         assert_eq!(r.scope, "identity_queue");
         assert!(
@@ -381,10 +410,13 @@ mod tests {
         );
         // Other keys of the scope have their own bucket.
         assert!(
-            a.admit(&enqueue("web", "other", "t"), Caps::default())
+            a.admit(&enqueue("web", "other", "t"), Caps::default(), true)
                 .is_ok()
         );
-        assert!(a.admit(&enqueue("app", "q", "t"), Caps::default()).is_ok());
+        assert!(
+            a.admit(&enqueue("app", "q", "t"), Caps::default(), true)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -396,19 +428,19 @@ mod tests {
             ..Admission::default()
         };
         assert!(
-            a.admit(&enqueue("web", "q", "email:a"), Caps::default())
+            a.admit(&enqueue("web", "q", "email:a"), Caps::default(), true)
                 .is_ok()
         );
         assert!(
-            a.admit(&enqueue("app", "r", "email:a"), Caps::default())
+            a.admit(&enqueue("app", "r", "email:a"), Caps::default(), true)
                 .is_err()
         );
         assert!(
-            a.admit(&enqueue("web", "q", "report"), Caps::default())
+            a.admit(&enqueue("web", "q", "report"), Caps::default(), true)
                 .is_ok()
         );
         assert!(
-            a.admit(&enqueue("web", "q", "report"), Caps::default())
+            a.admit(&enqueue("web", "q", "report"), Caps::default(), true)
                 .is_ok()
         );
     }
@@ -421,13 +453,15 @@ mod tests {
             limits: vec![l],
             ..Admission::default()
         };
-        let checks = a.admit(&enqueue("web", "q", "t"), Caps::default()).unwrap();
+        let checks = a
+            .admit(&enqueue("web", "q", "t"), Caps::default(), true)
+            .unwrap();
         assert_eq!(
             checks.shared,
             vec![SharedCheck {
                 limit: 0,
-                key: "web/q".into(),
-                redis_key: "asynq-guard:rate:{l}:web/q".into(),
+                key: "web\u{1f}q".into(),
+                redis_key: "asynq-guard:rate:{l}:web\u{1f}q".into(),
                 interval_us: 250_000,
                 tolerance_us: 500_000,
             }]
@@ -435,8 +469,55 @@ mod tests {
     }
 
     #[test]
+    fn identity_and_queue_do_not_run_together() {
+        let a = Admission {
+            limits: vec![limit(Scope::IdentityQueue, 0.001, 1)],
+            ..Admission::default()
+        };
+        assert!(
+            a.admit(&enqueue("a", "b/c", "t"), Caps::default(), true)
+                .is_ok()
+        );
+        assert!(
+            a.admit(&enqueue("a/b", "c", "t"), Caps::default(), true)
+                .is_ok()
+        );
+        let r = a
+            .admit(&enqueue("a/b", "c", "t"), Caps::default(), true)
+            .unwrap_err();
+        assert!(r.text.contains("'a/b/c'"), "{}", r.text);
+    }
+
+    #[test]
+    fn an_enqueue_that_already_paid_spends_nothing() {
+        let a = Admission {
+            limits: vec![limit(Scope::Identity, 0.001, 1)],
+            ..Admission::default()
+        };
+        assert!(
+            a.admit(&enqueue("web", "q", "t"), Caps::default(), true)
+                .is_ok()
+        );
+        assert!(
+            a.admit(&enqueue("web", "q", "t"), Caps::default(), false)
+                .is_ok()
+        );
+        assert!(
+            a.admit(&enqueue("web", "q", "t"), Caps::default(), true)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_numbers_are_refused() {
-        for (rate, burst) in [(0.0, 1), (-1.0, 1), (f64::NAN, 1), (1.0, 0)] {
+        for (rate, burst) in [
+            (0.0, 1),
+            (-1.0, 1),
+            (f64::NAN, 1),
+            (1.0, 0),
+            (1e-20, 1),
+            (1e-9, 100),
+        ] {
             assert!(
                 RateLimit::new(
                     "l".into(),

@@ -104,6 +104,8 @@ pub enum Access {
         clock_arg: Option<usize>,
         /// Payload and encoded bytes of the task message it stores.
         message_sizes: Option<(u64, u64)>,
+        /// The SHA-1 of the catalogued script it runs, if it runs one.
+        script: Option<&'static str>,
     },
 }
 
@@ -150,6 +152,7 @@ fn classify_script(
             what: format!("SCRIPT LOAD of {}", s.op),
             clock_arg: None,
             message_sizes: None,
+            script: Some(s.sha),
         });
     }
     let (keys, argv) = split_script_args(cmd).map_err(NotAsynq)?;
@@ -163,6 +166,7 @@ fn classify_script(
         // EVAL/EVALSHA, script, numkeys, KEYS, then ARGV.
         clock_arg: access.clock_arg.map(|i| 3 + keys.len() + i),
         message_sizes: access.message_sizes,
+        script: Some(s.sha),
     })
 }
 
@@ -206,11 +210,14 @@ pub fn script_use(cmd: &Command, name: Option<&'static str>) -> Option<ScriptUse
         None => ScriptUse::Unknown(sha),
     };
     Some(match name? {
-        "evalsha" | "evalsha_ro" => match arg(1) {
+        // asynq never sends the read-only forms, and a producer script
+        // under one would be judged (and spend its tokens) for nothing.
+        "evalsha_ro" | "eval_ro" => ScriptUse::Other("EVAL_RO/EVALSHA_RO"),
+        "evalsha" => match arg(1) {
             Some(sha) => known(catalog::by_sha(sha), shown(sha).to_ascii_lowercase()),
             None => ScriptUse::Unknown("(no sha)".into()),
         },
-        "eval" | "eval_ro" => match arg(1) {
+        "eval" => match arg(1) {
             Some(body) => known(catalog::by_body(body), catalog::sha1_hex(body)),
             None => ScriptUse::Unknown("(no body)".into()),
         },

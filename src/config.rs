@@ -443,8 +443,9 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         max_message_bytes: file.limits.max_message_bytes,
     };
     apply_grants(&mut identities, &file.grant, default_caps).map_err(|(f, r)| invalid(&f, r))?;
-    let admission = admission::validate(&file.rate_limit, &file.queue_cap, &identities)
-        .map_err(|(f, r)| invalid(&f, r))?;
+    let admission =
+        admission::validate(&file.rate_limit, &file.queue_cap, &identities, default_caps)
+            .map_err(|(f, r)| invalid(&f, r))?;
     let warnings = identities
         .iter()
         .filter(|i| !i.raw && i.grants.is_empty())
@@ -627,8 +628,13 @@ fn validate_grant(
         ));
     }
     if !enqueue && (g.max_payload_bytes.is_some() || g.max_message_bytes.is_some()) {
+        let set = if g.max_payload_bytes.is_some() {
+            "max_payload_bytes"
+        } else {
+            "max_message_bytes"
+        };
         return Err((
-            format!("grant[{i}].max_payload_bytes"),
+            format!("grant[{i}].{set}"),
             "size caps apply to \"enqueue\" only, which this grant does not give".into(),
         ));
     }

@@ -108,6 +108,9 @@ pub struct Gate {
     multi_refused: bool,
     /// Which refusals the audit log has been told about.
     repeats: Repeats,
+    /// The last admitted enqueue sent as EVALSHA: its script and
+    /// arguments (see `authorize::noscript_retry`).
+    last_admitted: Option<(&'static str, Vec<Bytes>)>,
 }
 
 impl Gate {
@@ -120,6 +123,7 @@ impl Gate {
             in_multi: false,
             multi_refused: false,
             repeats: Repeats::new(conn.peer, conn.listener.clone()),
+            last_admitted: None,
         };
         gate.identity = gate.certificate_login();
         gate

@@ -180,6 +180,7 @@ mod tests {
             what: "a call".into(),
             clock_arg: None,
             message_sizes: None,
+            script: None,
         }
     }
 

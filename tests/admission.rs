@@ -415,3 +415,130 @@ async fn asynq_floods_through_three_replicas_get_one_shared_rate() {
         int(accepted as i64)
     );
 }
+
+/// Rate limits and caps are for enqueues. A task-type limit spent by the
+/// producer does not stop the worker from finishing those tasks (its
+/// write-backs are not enqueues), and go-redis's NOSCRIPT fallback (the
+/// same call again as EVAL) does not spend a second token.
+#[tokio::test]
+async fn only_enqueues_spend_tokens_and_each_only_once() {
+    let redis = Redis::start().await;
+    let policy = format!(
+        "{}\
+         [[grant]]\nidentity = \"web\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\n\
+         [[grant]]\nidentity = \"worker\"\noperations = [\"consume\"]\nqueues = [\"q\"]\n\
+         [[rate_limit]]\nname = \"per-type\"\nscope = \"task_type\"\nrate_per_second = 0.001\nburst = 2\n",
+        identities(&["web", "worker"])
+    );
+    let proxy = Proxy::start_with(&redis.address(), &policy).await;
+    let mut direct = redis.client().await;
+    let enq = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let deq = load(&mut direct, "dequeueCmd", "dequeue").await;
+    let done = load(&mut direct, "doneCmd", "done").await;
+
+    // The first enqueue meets an empty script cache: NOSCRIPT, then EVAL.
+    assert_eq!(direct.cmd(&["SCRIPT", "FLUSH"]).await, support::ok());
+    let mut web = client_as(&proxy, "web").await;
+    web.send_raw(&enqueue_bytes(&enq, "q", "n1", b"x")).await;
+    assert!(web.read().await.error_text().starts_with("NOSCRIPT"));
+    let msg = support::task_message_with("q", "n1", "job", b"x");
+    let eval = support::enqueue("EVAL", &enq, "q", "n1", &msg);
+    let eval: Vec<&[u8]> = eval.iter().map(Vec::as_slice).collect();
+    web.send_raw(&support::encode(&eval)).await;
+    assert_eq!(web.read().await, int(1), "the fallback was charged again");
+    // The burst of two has one token left, then none.
+    web.send_raw(&enqueue_bytes(&enq, "q", "n2", b"x")).await;
+    assert_eq!(web.read().await, int(1));
+    web.send_raw(&enqueue_bytes(&enq, "q", "n3", b"x")).await;
+    assert!(web.read().await.error_text().starts_with("LIMIT"));
+
+    // The worker takes and finishes both, whatever the producer's limit.
+    let mut worker = client_as(&proxy, "worker").await;
+    for _ in 0..2 {
+        let taken = support::send(
+            &mut worker,
+            &support::dequeue("EVAL", &deq, "q", "asynq:{q}:t:"),
+        )
+        .await;
+        let Value::Bulk(raw) = taken else {
+            panic!("dequeue: {taken:?}")
+        };
+        let id = asynq_guard::asynq::message::decode(&raw)
+            .expect("task message")
+            .id;
+        let task = format!("asynq:{{q}}:t:{id}");
+        let reply = support::send(
+            &mut worker,
+            &support::call(
+                "EVAL",
+                &done,
+                &[
+                    b"asynq:{q}:active",
+                    b"asynq:{q}:lease",
+                    task.as_bytes(),
+                    b"asynq:{q}:processed:2026-12-03",
+                    b"asynq:{q}:processed",
+                ],
+                &[id.as_bytes(), b"1800000000", b"9223372036854775807"],
+            ),
+        )
+        .await;
+        assert_eq!(reply, Value::Simple("OK".into()), "done of {id}");
+    }
+    assert_eq!(direct.cmd(&["LLEN", "asynq:{q}:active"]).await, int(0));
+}
+
+/// The read-only script commands are not asynq's, so an enqueue under
+/// one is refused before it is judged (it would spend tokens for nothing:
+/// Redis refuses the write).
+#[tokio::test]
+async fn read_only_script_forms_are_refused() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start_with(&redis.address(), &policy()).await;
+    let mut direct = redis.client().await;
+    let enq = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut web = client_as(&proxy, "web").await;
+    let msg = support::task_message_with("q2", "ro", "job", b"x");
+    let ro = support::enqueue("EVALSHA_RO", &enq, "q2", "ro", &msg);
+    let reply = support::send(&mut web, &ro).await;
+    assert!(
+        reply.error_text().starts_with("NOPERM") && reply.error_text().contains("EVAL_RO"),
+        "{reply:?}"
+    );
+}
+
+/// The inspector's UpdateTaskPayload writes a payload of its own: it is
+/// held to the default caps of `[limits]`.
+#[tokio::test]
+async fn updating_a_payload_is_held_to_the_default_caps() {
+    let redis = Redis::start().await;
+    let policy = format!(
+        "{}\
+         [limits]\nmax_payload_bytes = 16\n\
+         [[grant]]\nidentity = \"operator\"\noperations = [\"manage\"]\nqueues = [\"q\"]\n",
+        identities(&["operator"])
+    );
+    let proxy = Proxy::start_with(&redis.address(), &policy).await;
+    let mut direct = redis.client().await;
+    let update = load(&mut direct, "updateTaskPayloadCmd", "updateTaskPayload").await;
+    let mut operator = client_as(&proxy, "operator").await;
+    let big = support::task_message_with("q", "u1", "job", &[b'x'; 17]);
+    let reply = support::send(
+        &mut operator,
+        &support::call("EVALSHA", &update, &[b"asynq:{q}:t:u1"], &[&big]),
+    )
+    .await;
+    assert!(
+        reply
+            .error_text()
+            .starts_with("LIMIT asynq-guard: payload of 17 bytes is over the 16-byte cap"),
+        "{reply:?}"
+    );
+    let small = support::task_message_with("q", "u1", "job", &[b'x'; 16]);
+    let reply = support::send(
+        &mut operator,
+        &support::call("EVALSHA", &update, &[b"asynq:{q}:t:u1"], &[&small]),
+    )
+    .await;
+    assert_eq!(reply, int(0), "no such task: the script ran");
+}

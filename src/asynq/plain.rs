@@ -50,6 +50,7 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
             what: describe(&upper, &args),
             clock_arg: None,
             message_sizes: None,
+            script: None,
         })
         .ok_or_else(|| {
             // asynq sends these too: say what is wrong with the queue name.

@@ -5,7 +5,7 @@ use glob::Pattern;
 use serde::Deserialize;
 
 use super::FieldError;
-use crate::admission::{Admission, OnFailure, QueueCap, RateLimit, Scope};
+use crate::admission::{Admission, Caps, OnFailure, QueueCap, RateLimit, Scope};
 use crate::auth::Identity;
 
 /// An enqueue rate limit as written.
@@ -96,6 +96,7 @@ pub fn validate(
     files: &[RateLimitFile],
     caps: &[QueueCapFile],
     identities: &[Identity],
+    default_caps: Caps,
 ) -> Result<Admission, FieldError> {
     let mut limits: Vec<RateLimit> = Vec::new();
     for (i, f) in files.iter().enumerate() {
@@ -110,6 +111,12 @@ pub fn validate(
             return Err((
                 field("name"),
                 format!("{:?} may not contain '{{' or '}}'", f.name),
+            ));
+        }
+        if ["max_payload_bytes", "max_message_bytes", "queue_cap"].contains(&f.name.as_str()) {
+            return Err((
+                field("name"),
+                format!("{:?} names one of the caps; choose another name", f.name),
             ));
         }
         if limits.iter().any(|l| l.name == f.name) {
@@ -160,6 +167,7 @@ pub fn validate(
     }
     Ok(Admission {
         limits,
+        default_caps,
         queue_caps: validate_caps(caps)?,
         in_flight: Default::default(),
     })

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::{AUDIT, Decision, Gate, shown_bytes};
 use crate::admission::{self, Checks, Enqueue, OnFailure, Reservation};
-use crate::asynq::{self, Access, NotAsynq};
+use crate::asynq::{self, Access, NotAsynq, Operation};
 use crate::command::Classified;
 use crate::control::Bucket;
 use crate::policy;
@@ -195,6 +195,8 @@ impl Gate {
             task_type,
             clock_arg,
             message_sizes,
+            ops,
+            script,
             ..
         } = &access
         else {
@@ -228,12 +230,30 @@ impl Gate {
                 payload_bytes: *payload,
                 message_bytes: *message,
             };
-            match shared.admission.admit(&enqueue, caps) {
+            if !ops.contains(&Operation::Enqueue) {
+                // Not an enqueue: a worker writing back what was admitted
+                // (with an error message added) is left alone; the
+                // inspector's UpdateTaskPayload writes a new payload and
+                // gets the default caps.
+                if ops.contains(&Operation::Manage) {
+                    let caps = shared.admission.default_caps;
+                    if let Err(r) = shared.admission.check_caps(&enqueue, caps) {
+                        self.limit_refused(shared, &identity.name, what, queue, task_type, &r);
+                        return Err(r.text);
+                    }
+                }
+                return Ok(Verdict::default());
+            }
+            // go-redis answers NOSCRIPT by sending the same call as EVAL:
+            // the EVALSHA already spent this enqueue's rate-limit tokens.
+            let again = self.noscript_retry(cmd, *script);
+            match shared.admission.admit(&enqueue, caps, !again) {
                 Err(r) => {
                     self.limit_refused(shared, &identity.name, what, queue, task_type, &r);
                     return Err(r.text);
                 }
                 Ok(checks) if !checks.is_empty() => {
+                    self.remember_admitted(cmd, *script);
                     return Ok(Verdict {
                         rewrite: None,
                         shared: Some(Box::new(Pending {
@@ -245,13 +265,36 @@ impl Gate {
                         })),
                     });
                 }
-                Ok(_) => {}
+                Ok(_) => self.remember_admitted(cmd, *script),
             }
         }
         Ok(Verdict {
             rewrite: clock_arg.map(|i| with_proxy_clock(cmd, i)),
             shared: None,
         })
+    }
+
+    /// Remembers an admitted `EVALSHA`, whose `EVAL` go-redis sends next
+    /// if Redis answers NOSCRIPT.
+    fn remember_admitted(&mut self, cmd: &Command, script: Option<&'static str>) {
+        self.last_admitted = match script {
+            Some(sha) if cmd.args[0].eq_ignore_ascii_case(b"evalsha") => {
+                Some((sha, cmd.args[2..].to_vec()))
+            }
+            _ => None,
+        };
+    }
+
+    /// Whether `cmd` is the `EVAL` of the last admitted `EVALSHA`, with
+    /// the same keys and arguments (so the same task id: it cannot add a
+    /// second task).
+    fn noscript_retry(&mut self, cmd: &Command, script: Option<&'static str>) -> bool {
+        let Some((sha, args)) = self.last_admitted.take() else {
+            return false;
+        };
+        cmd.args[0].eq_ignore_ascii_case(b"eval")
+            && script == Some(sha)
+            && cmd.args.get(2..) == Some(&args[..])
     }
 
     /// Counts and audits an enqueue refused by a size cap or rate limit.
