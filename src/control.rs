@@ -55,6 +55,7 @@ pub enum Bucket {
 }
 
 /// The proxy's own upstream connection.
+// TODO: one connection, one round trip at a time caps shared checks at about 1/RTT per proxy; pool or pipeline them.
 pub struct Control {
     settings: Arc<UpstreamSettings>,
     conn: Mutex<Option<(UpstreamRead, UpstreamWrite)>>,
