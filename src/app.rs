@@ -84,6 +84,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         auth_timeout: settings.auth_timeout,
         max_pending_commands: settings.max_pending_commands,
         admission: Arc::clone(&settings.admission),
+        integrity: Arc::clone(&settings.integrity),
         control: Arc::new(crate::control::Control::new(Arc::clone(&settings.upstream))),
     });
     spawn_forget_idle(Arc::clone(&settings.admission));

@@ -83,6 +83,9 @@ impl Operation {
 }
 
 /// What a command does, for the policy to judge.
+// One lives per command, briefly: boxing the common variant would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// Connection housekeeping: any authenticated identity.
@@ -106,6 +109,12 @@ pub enum Access {
         message_sizes: Option<(u64, u64)>,
         /// The SHA-1 of the catalogued script it runs, if it runs one.
         script: Option<&'static str>,
+        /// The catalogued script's name in asynq (`dequeue`, `retry` …).
+        script_op: Option<&'static str>,
+        /// Index in the command of the task message it stores.
+        message_arg: Option<usize>,
+        /// The task it names, if it names one.
+        task_id: Option<Vec<u8>>,
     },
 }
 
@@ -153,6 +162,9 @@ fn classify_script(
             clock_arg: None,
             message_sizes: None,
             script: Some(s.sha),
+            script_op: None,
+            message_arg: None,
+            task_id: None,
         });
     }
     let (keys, argv) = split_script_args(cmd).map_err(NotAsynq)?;
@@ -167,6 +179,9 @@ fn classify_script(
         clock_arg: access.clock_arg.map(|i| 3 + keys.len() + i),
         message_sizes: access.message_sizes,
         script: Some(s.sha),
+        script_op: Some(s.op),
+        message_arg: access.message_arg.map(|i| 3 + keys.len() + i),
+        task_id: access.task_id,
     })
 }
 

@@ -68,6 +68,9 @@ pub struct ConfigFile {
     /// Queue-size caps.
     #[serde(default)]
     pub queue_cap: Vec<admission::QueueCapFile>,
+    /// Task signatures: keys and queue modes.
+    #[serde(default)]
+    pub integrity: integrity::IntegrityFile,
 }
 
 /// A grant of operations to an identity.
@@ -341,6 +344,8 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// Enqueue rate limits.
     pub admission: Arc<Admission>,
+    /// Task signatures.
+    pub integrity: Arc<crate::integrity::Integrity>,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +451,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
     let admission =
         admission::validate(&file.rate_limit, &file.queue_cap, &identities, default_caps)
             .map_err(|(f, r)| invalid(&f, r))?;
+    let integrity = integrity::validate(&file.integrity).map_err(|(f, r)| invalid(&f, r))?;
     let warnings = identities
         .iter()
         .filter(|i| !i.raw && i.grants.is_empty())
@@ -480,6 +486,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         auth_timeout: Duration::from_secs(file.auth.timeout_secs),
         warnings,
         admission: Arc::new(admission),
+        integrity: Arc::new(integrity),
     })
 }
 
@@ -838,5 +845,6 @@ fn split_host(address: &str) -> Option<&str> {
 }
 
 mod admission;
+mod integrity;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 //! nothing but that connection.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::admission::{COUNT_SCRIPT, QueueCheck, SharedCheck};
 use crate::config::UpstreamSettings;
+use crate::integrity::replies::Source;
 use crate::resp::{Proto, ReplyReader};
 use crate::upstream::{self, UpstreamRead, UpstreamWrite};
 
@@ -42,6 +43,63 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - no
 return {1, 0}
 ";
 
+/// Moves a task that failed its integrity check out of where a worker
+/// would take it (KEYS[1]: the active list, or an aggregation set) into
+/// the archived set KEYS[3], and drops its lease (KEYS[2]). The task is
+/// found by its stored message ARGV[2], never by what the message claims
+/// alone: ARGV[3] (the id it claims) is tried first, then every member
+/// of KEYS[1]. ARGV[1] is the task key prefix, ARGV[4] the message to
+/// archive it with (empty: keep the stored one), ARGV[5] now in unix
+/// seconds, ARGV[6] `list` or `zset` (what KEYS[1] is). Answers the id,
+/// or nil when the task is not there (any more).
+const ARCHIVE: &str = r"
+local function holds(id)
+  return redis.call('HGET', ARGV[1] .. id, 'msg') == ARGV[2]
+end
+local id = nil
+if ARGV[3] ~= '' and holds(ARGV[3]) then
+  id = ARGV[3]
+else
+  local members
+  if ARGV[6] == 'list' then
+    members = redis.call('LRANGE', KEYS[1], 0, -1)
+  else
+    members = redis.call('ZRANGE', KEYS[1], 0, -1)
+  end
+  for _, m in ipairs(members) do
+    if holds(m) then
+      id = m
+      break
+    end
+  end
+end
+if not id then return false end
+local removed
+if ARGV[6] == 'list' then
+  removed = redis.call('LREM', KEYS[1], 0, id)
+  redis.call('ZREM', KEYS[2], id)
+else
+  removed = redis.call('ZREM', KEYS[1], id)
+end
+if removed == 0 then return false end
+redis.call('ZADD', KEYS[3], ARGV[5], id)
+if ARGV[4] ~= '' then
+  redis.call('HSET', ARGV[1] .. id, 'msg', ARGV[4])
+end
+redis.call('HSET', ARGV[1] .. id, 'state', 'archived')
+return id
+";
+
+/// Replaces the message of task KEYS[1] by ARGV[2] if it still is
+/// ARGV[1]; answers 1 if it did.
+const SWAP: &str = r"
+if redis.call('HGET', KEYS[1], 'msg') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'msg', ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// How long one round trip may take before the state counts as out of
 /// reach.
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -61,6 +119,8 @@ pub struct Control {
     conn: Mutex<Option<(UpstreamRead, UpstreamWrite)>>,
     sha: String,
     count_sha: String,
+    archive_sha: String,
+    swap_sha: String,
 }
 
 impl Control {
@@ -70,6 +130,8 @@ impl Control {
             conn: Mutex::new(None),
             sha: crate::asynq::catalog::sha1_hex(GCRA.as_bytes()),
             count_sha: crate::asynq::catalog::sha1_hex(COUNT_SCRIPT.as_bytes()),
+            archive_sha: crate::asynq::catalog::sha1_hex(ARCHIVE.as_bytes()),
+            swap_sha: crate::asynq::catalog::sha1_hex(SWAP.as_bytes()),
         }
     }
 
@@ -117,6 +179,93 @@ impl Control {
         text.strip_prefix(':')
             .and_then(|n| n.trim_end().parse().ok())
             .ok_or_else(|| format!("Redis answered {}", text.trim_end()))
+    }
+
+    /// The stored message of a task (`HGET <task key> msg`); `None` when
+    /// there is no such task.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis could not be asked, in words for the refusal.
+    pub async fn task_message(&self, task_key: &[u8]) -> Result<Option<Bytes>, String> {
+        let reply = self
+            .round_trip(&upstream::encode_command(&[b"HGET", task_key, b"msg"]))
+            .await?;
+        parse_bulk(&reply)
+    }
+
+    /// Archives a task withheld from a worker (see [`ARCHIVE`]). Returns
+    /// the task's id, or `None` when it was no longer where it was read.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis could not be asked, in words for the log.
+    pub async fn archive(
+        &self,
+        queue: &str,
+        source: &Source,
+        stored: &[u8],
+        claimed_id: &str,
+        archived: Option<&[u8]>,
+    ) -> Result<Option<Bytes>, String> {
+        let key = |suffix: &str| format!("asynq:{{{queue}}}:{suffix}");
+        let (from, kind) = match source {
+            Source::Active => (Bytes::from(key("active")), "list"),
+            Source::AggregationSet(k) => (k.clone(), "zset"),
+        };
+        let lease = key("lease");
+        let archived_set = key("archived");
+        let prefix = key("t:");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let reply = self
+            .eval(
+                (&self.archive_sha, ARCHIVE),
+                &[&from, lease.as_bytes(), archived_set.as_bytes()],
+                &[
+                    prefix.as_bytes(),
+                    stored,
+                    claimed_id.as_bytes(),
+                    archived.unwrap_or_default(),
+                    now.as_bytes(),
+                    kind.as_bytes(),
+                ],
+            )
+            .await?;
+        parse_bulk(&reply)
+    }
+
+    /// Replaces a task's unsigned message by its signed form, if the task
+    /// still holds the message that was read. Returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis could not be asked, in words for the log.
+    pub async fn sign_in_place(
+        &self,
+        queue: &str,
+        id: &str,
+        stored: &[u8],
+        signed: &[u8],
+    ) -> Result<bool, String> {
+        let task_key = format!("asynq:{{{queue}}}:t:{id}");
+        let reply = self
+            .eval(
+                (&self.swap_sha, SWAP),
+                &[task_key.as_bytes()],
+                &[stored, signed],
+            )
+            .await?;
+        match &reply[..] {
+            b":1\r\n" => Ok(true),
+            b":0\r\n" => Ok(false),
+            other => Err(format!(
+                "Redis answered {}",
+                String::from_utf8_lossy(&other[..other.len().min(80)]).trim_end()
+            )),
+        }
     }
 
     /// Runs one of the proxy's scripts by its SHA, sending the body when
@@ -190,6 +339,26 @@ async fn exchange(
             return Err("connection closed".into());
         }
     }
+}
+
+/// Reads a bulk string reply (RESP2), nil as `None`.
+fn parse_bulk(reply: &[u8]) -> Result<Option<Bytes>, String> {
+    if reply.starts_with(b"$-1\r\n") {
+        return Ok(None);
+    }
+    if reply.first() == Some(&b'$')
+        && let Some(at) = reply.windows(2).position(|w| w == b"\r\n")
+        && let Ok(len) = std::str::from_utf8(&reply[1..at])
+            .unwrap_or("")
+            .parse::<usize>()
+        && reply.len() == at + 2 + len + 2
+    {
+        return Ok(Some(Bytes::copy_from_slice(&reply[at + 2..at + 2 + len])));
+    }
+    Err(format!(
+        "Redis answered {}",
+        String::from_utf8_lossy(&reply[..reply.len().min(80)]).trim_end()
+    ))
 }
 
 /// Reads the script's `*2\r\n:<admitted>\r\n:<wait>\r\n`.

@@ -27,9 +27,11 @@ use crate::session::Shared;
 use crate::upstream;
 use authorize::Refused;
 pub use authorize::{Outcomes, Pending, QueueOutcome};
+pub use integrity::StoredCheck;
 use repeats::Repeats;
 
 mod authorize;
+mod integrity;
 mod repeats;
 
 /// The target of audit events.
@@ -68,9 +70,34 @@ pub enum Decision {
     /// Take tokens from shared rate limits in Redis and count a capped
     /// queue first, then decide with [`Gate::settle`].
     Admit(Box<Pending>),
-    /// Forward an enqueue to a capped queue, holding its place in the
-    /// queue until its reply arrives.
-    ForwardHeld(crate::admission::Reservation),
+    /// Forward (as `raw` when set), holding a capped queue's place until
+    /// the reply arrives, or checking the task messages of the reply.
+    ForwardWith(Box<Forwarding>),
+    /// Read the stored task a worker writes back first, then decide
+    /// with [`Gate::settle_stored`].
+    Verify(Box<StoredCheck>),
+}
+
+/// A forwarded command's extra duties.
+#[derive(Debug, Default)]
+pub struct Forwarding {
+    pub raw: Option<Bytes>,
+    pub held: Option<crate::admission::Reservation>,
+    pub check: Option<Box<crate::integrity::replies::ReplyCheck>>,
+}
+
+impl Decision {
+    /// Forwarding `raw` (or the command itself), with these duties.
+    pub(crate) fn forward(
+        raw: Option<Bytes>,
+        held: Option<crate::admission::Reservation>,
+        check: Option<Box<crate::integrity::replies::ReplyCheck>>,
+    ) -> Decision {
+        if held.is_none() && check.is_none() {
+            return raw.map_or(Decision::Forward, Decision::ForwardAs);
+        }
+        Decision::ForwardWith(Box::new(Forwarding { raw, held, check }))
+    }
 }
 
 impl Decision {
@@ -195,10 +222,10 @@ impl Gate {
                 )
             } else if let Some(pending) = verdict.shared {
                 return Decision::Admit(pending);
+            } else if let Some(stored) = verdict.stored {
+                return Decision::Verify(stored);
             } else {
-                return verdict
-                    .rewrite
-                    .map_or(Decision::Forward, Decision::ForwardAs);
+                return Decision::forward(verdict.rewrite, None, verdict.check);
             }
         };
         let shown = c

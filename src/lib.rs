@@ -22,6 +22,8 @@
 //! | per command: authenticate, refuse, rewrite | [`gate`], [`auth`], [`conceal`] |
 //! | what a command means to asynq: operation, queue, task type | [`asynq`] |
 //! | whether the identity's grants allow it | [`policy`] |
+//! | enqueue size caps, rate limits, queue caps | [`admission`] |
+//! | task signatures: added, checked, withheld | [`integrity`] |
 //! | RESP framing and input limits | [`resp`] |
 //! | command classification for the pipe | [`command`] |
 //! | the proxy's own connection to Redis | [`upstream`] |
@@ -45,6 +47,7 @@ pub mod conceal;
 pub mod config;
 pub mod control;
 pub mod gate;
+pub mod integrity;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     pub limit_hits: IntCounterVec,
     pub shared_limit_failures: IntCounterVec,
+    pub integrity_failures: IntCounterVec,
+    pub integrity_signed: IntCounterVec,
+    pub integrity_archived: IntCounterVec,
     pub queue_tasks: IntGaugeVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
@@ -141,6 +144,30 @@ impl Metrics {
             &["limit", "outcome"],
         )?;
         registry.register(Box::new(shared_limit_failures.clone()))?;
+        let integrity_failures = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_integrity_failures_total",
+                "Task messages that failed their signature check, by queue, reason and path (enqueue, write_back, update: refused; deliver: withheld from a worker; inspect: marked for an inspector).",
+            ),
+            &["queue", "reason", "path"],
+        )?;
+        registry.register(Box::new(integrity_failures.clone()))?;
+        let integrity_signed = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_integrity_signed_total",
+                "Task messages the proxy signed, by queue and occasion (enqueue, write_back, update, grace: an unsigned task accepted and signed in place).",
+            ),
+            &["queue", "how"],
+        )?;
+        registry.register(Box::new(integrity_signed.clone()))?;
+        let integrity_archived = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_integrity_archived_total",
+                "Tasks withheld from a worker for failing their check, by queue and what became of them (archived; gone: no longer where they were; failed: Redis could not be asked).",
+            ),
+            &["queue", "outcome"],
+        )?;
+        registry.register(Box::new(integrity_archived.clone()))?;
         let queue_tasks = IntGaugeVec::new(
             Opts::new(
                 "asynq_guard_queue_tasks",
@@ -190,6 +217,9 @@ impl Metrics {
             refusals,
             limit_hits,
             shared_limit_failures,
+            integrity_failures,
+            integrity_signed,
+            integrity_archived,
             queue_tasks,
             tls_handshake_failures,
             tls_reloads,

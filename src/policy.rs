@@ -181,6 +181,9 @@ mod tests {
             clock_arg: None,
             message_sizes: None,
             script: None,
+            script_op: None,
+            message_arg: None,
+            task_id: None,
         }
     }
 

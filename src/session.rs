@@ -72,6 +72,8 @@ pub struct Shared {
     pub max_pending_commands: usize,
     /// Enqueue size caps are on the grants; rate limits live here.
     pub admission: Arc<crate::admission::Admission>,
+    /// Task signatures.
+    pub integrity: Arc<crate::integrity::Integrity>,
     /// The proxy's own Redis connection, for shared rate limits.
     pub control: Arc<crate::control::Control>,
 }
@@ -88,6 +90,10 @@ pub(crate) async fn decide(
         Decision::Admit(pending) => {
             let outcomes = ask_redis(&pending, shared).await;
             gate.settle(*pending, outcomes, shared)
+        }
+        Decision::Verify(check) => {
+            let stored = shared.control.task_message(&check.task_key).await;
+            gate.settle_stored(&check, stored, shared)
         }
         decision => decision,
     }
@@ -172,6 +178,9 @@ pub(crate) enum Slot {
         /// An enqueue's place in its capped queue, given back when the
         /// reply has been handled (the slot is dropped); never read.
         _held: Option<crate::admission::Reservation>,
+        /// The reply's task messages are checked before the client gets
+        /// them.
+        check: Option<Box<crate::integrity::replies::ReplyCheck>>,
     },
     /// From Redis for a command the proxy sent on its own (logging in
     /// again after RESET); the client sees nothing of it, and an error
@@ -340,26 +349,31 @@ pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: b
     // Inside MULTI, Redis answers every command with one QUEUED (RESET
     // alone runs at once and ends the transaction).
     let expect = if in_multi { Expect::One } else { c.expect };
-    let upstream_slot = |held| Slot::Upstream {
+    let upstream_slot = |held, check| Slot::Upstream {
         expect,
         sent: (!c.blocking).then(Instant::now),
         conceal: conceal::filters_reply(c.name),
         _held: held,
+        check,
     };
     let local = |reply| Slot::Local {
         reply,
         close: false,
     };
     let (slot, raw, closing, delay) = match decision {
-        Decision::Forward => (upstream_slot(None), Some(cmd.raw), false, None),
-        Decision::ForwardHeld(held) => (upstream_slot(Some(held)), Some(cmd.raw), false, None),
-        Decision::ForwardAs(raw) => (upstream_slot(None), Some(raw), false, None),
+        Decision::Forward => (upstream_slot(None, None), Some(cmd.raw), false, None),
+        Decision::ForwardWith(f) => {
+            let f = *f;
+            let raw = f.raw.unwrap_or(cmd.raw);
+            (upstream_slot(f.held, f.check), Some(raw), false, None)
+        }
+        Decision::ForwardAs(raw) => (upstream_slot(None, None), Some(raw), false, None),
         Decision::Substitute { raw, reply } => (Slot::Replace { reply }, Some(raw), false, None),
         Decision::Reply(reply) => (local(reply), None, false, None),
         Decision::ReplyAfter(delay, reply) => (local(reply), None, false, Some(delay)),
         Decision::ReplyAndClose(reply) => (Slot::Local { reply, close: true }, None, true, None),
-        // session::decide has settled it before.
-        Decision::Admit(_) => (
+        // session::decide has settled them before.
+        Decision::Admit(_) | Decision::Verify(_) => (
             local(crate::resp::error_reply(
                 "ERR asynq-guard: internal error, enqueue not decided",
             )),

@@ -389,6 +389,10 @@ pub struct ScriptAccess {
     pub clock_arg: Option<usize>,
     /// Payload and encoded message bytes of the task message stored.
     pub message_sizes: Option<(u64, u64)>,
+    /// Index in ARGV of the task message stored.
+    pub message_arg: Option<usize>,
+    /// The task the call names, if it names one.
+    pub task_id: Option<Vec<u8>>,
 }
 
 /// Checks a call of the script `op` with these KEYS and ARGV.
@@ -469,6 +473,8 @@ pub fn check(op: &str, keys: &[&[u8]], argv: &[&[u8]]) -> Result<ScriptAccess, S
         task_type,
         clock_arg: layout.argv.iter().position(|a| *a == A::Now),
         message_sizes,
+        message_arg: layout.argv.iter().position(|a| *a == Msg),
+        task_id: call.task_id.map(<[u8]>::to_vec),
     })
 }
 

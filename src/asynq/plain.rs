@@ -51,6 +51,9 @@ pub fn classify(cmd: &Command, name: &'static str) -> Result<Access, NotAsynq> {
             clock_arg: None,
             message_sizes: None,
             script: None,
+            script_op: None,
+            message_arg: None,
+            task_id: None,
         })
         .ok_or_else(|| {
             // asynq sends these too: say what is wrong with the queue name.

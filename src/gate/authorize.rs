@@ -26,6 +26,10 @@ use crate::upstream;
 pub(super) struct Verdict {
     pub rewrite: Option<Bytes>,
     pub shared: Option<Box<Pending>>,
+    /// The reply's task messages must be checked.
+    pub check: Option<Box<crate::integrity::replies::ReplyCheck>>,
+    /// The stored task must be read before deciding.
+    pub stored: Option<Box<super::StoredCheck>>,
 }
 
 /// An enqueue admitted so far, whose shared rate limits must still give
@@ -36,8 +40,9 @@ pub struct Pending {
     what: String,
     queue: String,
     task_type: String,
-    /// What to do once every bucket admitted it.
-    then: Decision,
+    /// What to forward once every bucket admitted it (the command
+    /// itself when `None`).
+    rewrite: Option<Bytes>,
 }
 
 /// What Redis said for a pending enqueue: each shared limit's bucket, in
@@ -197,6 +202,9 @@ impl Gate {
             message_sizes,
             ops,
             script,
+            script_op,
+            message_arg,
+            task_id,
             ..
         } = &access
         else {
@@ -220,6 +228,22 @@ impl Gate {
                 return Err(refusal.text);
             }
         };
+        let verdict = match queue {
+            Some(q) => self.integrity_step(
+                cmd,
+                &super::integrity::Facts {
+                    ops,
+                    queue: q,
+                    what,
+                    script_op: *script_op,
+                    message_arg: *message_arg,
+                    task_id: task_id.as_deref(),
+                    task_type: task_type.as_deref(),
+                },
+                shared,
+            )?,
+            None => Verdict::default(),
+        };
         if let (Some(queue), Some(task_type), Some((payload, message))) =
             (queue, task_type, message_sizes)
         {
@@ -242,7 +266,7 @@ impl Gate {
                         return Err(r.text);
                     }
                 }
-                return Ok(Verdict::default());
+                return Ok(verdict);
             }
             // go-redis answers NOSCRIPT by sending the same call as EVAL:
             // the EVALSHA already spent this enqueue's rate-limit tokens.
@@ -255,22 +279,24 @@ impl Gate {
                 Ok(checks) if !checks.is_empty() => {
                     self.remember_admitted(cmd, *script);
                     return Ok(Verdict {
-                        rewrite: None,
                         shared: Some(Box::new(Pending {
                             checks,
                             what: what.clone(),
                             queue: queue.clone(),
                             task_type: task_type.clone(),
-                            then: Decision::Forward,
+                            rewrite: verdict.rewrite,
                         })),
+                        ..Verdict::default()
                     });
                 }
                 Ok(_) => self.remember_admitted(cmd, *script),
             }
         }
         Ok(Verdict {
-            rewrite: clock_arg.map(|i| with_proxy_clock(cmd, i)),
-            shared: None,
+            rewrite: clock_arg
+                .map(|i| with_proxy_clock(cmd, i))
+                .or(verdict.rewrite),
+            ..verdict
         })
     }
 
@@ -336,7 +362,7 @@ impl Gate {
     /// Redis: `outcomes` holds what each of `p.checks` gave, in order.
     pub fn settle(&mut self, p: Pending, outcomes: Outcomes, shared: &Shared) -> Decision {
         let Some(identity) = self.identity.as_ref().map(Arc::clone) else {
-            return p.then;
+            return Decision::forward(p.rewrite, None, None);
         };
         let refusal = shared_refusal(&p, outcomes.shared, shared)
             .or_else(|| queue_refusal(&p, outcomes.queue.as_ref()));
@@ -355,8 +381,26 @@ impl Gate {
             return Decision::Reply(crate::resp::error_reply(&refusal.text));
         }
         match outcomes.queue {
-            Some(QueueOutcome::Admitted(held)) => Decision::ForwardHeld(held),
-            _ => p.then,
+            Some(QueueOutcome::Admitted(held)) => Decision::forward(p.rewrite, Some(held), None),
+            _ => Decision::forward(p.rewrite, None, None),
+        }
+    }
+
+    /// Decides a write-back that waited for its task's stored message.
+    pub fn settle_stored(
+        &mut self,
+        check: &super::StoredCheck,
+        stored: Result<Option<Bytes>, String>,
+        shared: &Shared,
+    ) -> Decision {
+        match self.stored_step(check, stored, shared) {
+            Ok(raw) => Decision::ForwardAs(raw),
+            Err(text) => {
+                if self.in_multi {
+                    self.multi_refused = true;
+                }
+                Decision::Reply(crate::resp::error_reply(&text))
+            }
         }
     }
 

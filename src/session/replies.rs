@@ -13,13 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::warn;
+
+use tracing::{info, warn};
 
 use super::{Shared, Slot, UPSTREAM_LOST};
 use crate::command::Expect;
 use crate::conceal;
+use crate::gate::AUDIT;
+use crate::integrity::{self, Integrity, replies::Fix};
 use crate::metrics::Metrics;
 use crate::resp::{Proto, PubSubWord, Reply, ReplyReader, SubKind, error_reply};
 use crate::upstream::UpstreamRead;
@@ -97,6 +101,10 @@ struct ReplyState {
     proto: Proto,
     subs: Subscriptions,
     out: BytesMut,
+    integrity: Arc<Integrity>,
+    /// What must change in Redis before the replies in `out` go out:
+    /// tasks withheld from a worker are archived first.
+    fixes: Vec<Fix>,
 }
 
 impl ReplyState {
@@ -195,14 +203,34 @@ impl ReplyState {
                 expect,
                 sent,
                 conceal,
+                check,
                 ..
             } => {
                 let scrubbed = match (&self.upstream_user, r.shape.error) {
                     (Some(user), true) => conceal::scrub_error(&r.raw, user),
                     _ => None,
                 };
+                let checked = match check {
+                    Some(check) if !r.shape.error => {
+                        let now = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        let (reply, fixes) = integrity::replies::rewrite(
+                            &r.raw,
+                            self.proto,
+                            check,
+                            &self.integrity,
+                            now,
+                        );
+                        self.fixes.extend(fixes);
+                        reply
+                    }
+                    _ => None,
+                };
                 if let Some(scrubbed) = scrubbed {
                     self.out.extend_from_slice(&scrubbed);
+                } else if let Some(checked) = checked {
+                    self.out.extend_from_slice(&checked);
                 } else if *conceal {
                     self.out.extend_from_slice(&conceal::filter_info(&r.raw));
                 } else {
@@ -300,10 +328,15 @@ where
         proto: Proto::Resp2,
         subs: Subscriptions::default(),
         out: BytesMut::with_capacity(16 * 1024),
+        integrity: Arc::clone(&shared.integrity),
+        fixes: Vec::new(),
     };
     let mut requests_done = false;
     let mut close = false;
     loop {
+        if !st.fixes.is_empty() {
+            apply_fixes(std::mem::take(&mut st.fixes), shared).await;
+        }
         if let Err(e) = write_client(&mut client, &mut st.out).await {
             return ReplyEnd::ClientWrite(e);
         }
@@ -407,6 +440,74 @@ where
     let _ = write_client(client, &mut st.out).await;
     let _ = client.shutdown().await;
     end
+}
+
+/// Carries out in Redis what checking replies asked for, counting and
+/// auditing each (never a payload).
+async fn apply_fixes(fixes: Vec<Fix>, shared: &Shared) {
+    let m = &shared.metrics;
+    for fix in fixes {
+        match fix {
+            Fix::Archive {
+                queue,
+                source,
+                stored,
+                claimed_id,
+                archived,
+                failure,
+            } => {
+                let label = m.queue_label(&queue);
+                m.integrity_failures
+                    .with_label_values(&[&label, failure.label(), "deliver"])
+                    .inc();
+                let done = shared
+                    .control
+                    .archive(&queue, &source, &stored, &claimed_id, archived.as_deref())
+                    .await;
+                let outcome = match &done {
+                    Ok(Some(_)) => "archived",
+                    Ok(None) => "gone",
+                    Err(_) => "failed",
+                };
+                m.integrity_archived
+                    .with_label_values(&[&label, outcome])
+                    .inc();
+                let task_id = match &done {
+                    Ok(Some(id)) => crate::asynq::shown(id),
+                    _ => crate::asynq::shown(claimed_id.as_bytes()),
+                };
+                let error = done.err();
+                warn!(target: AUDIT, event = "integrity", queue = %queue, task_id, reason = failure.label(), why = %failure.text(), outcome, error, "task withheld from a worker");
+            }
+            Fix::SignInPlace {
+                queue,
+                id,
+                stored,
+                signed,
+            } => match shared
+                .control
+                .sign_in_place(&queue, &id, &stored, &signed)
+                .await
+            {
+                Ok(true) => {
+                    m.integrity_signed
+                        .with_label_values(&[&m.queue_label(&queue), "grace"])
+                        .inc();
+                    info!(target: AUDIT, event = "integrity", queue = %queue, task_id = %crate::asynq::shown(id.as_bytes()), "unsigned task accepted in the grace period and signed");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(queue = %queue, error = %e, "could not sign a task accepted in the grace period");
+                }
+            },
+            Fix::Marked { queue, failure } => {
+                m.integrity_failures
+                    .with_label_values(&[&m.queue_label(&queue), failure.label(), "inspect"])
+                    .inc();
+                info!(target: AUDIT, event = "integrity", queue = %queue, reason = failure.label(), why = %failure.text(), "failing task shown to an inspector, marked");
+            }
+        }
+    }
 }
 
 async fn write_client<W: AsyncWrite + Unpin>(
