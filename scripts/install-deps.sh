@@ -35,3 +35,5 @@ echo "==> go mod download (asynq harness, every pinned asynq version)"
         go mod download -modfile="$modfile"
     done
 )
+echo "==> go mod download (sdk/go/asynqguard)"
+(cd sdk/go/asynqguard && go mod download)

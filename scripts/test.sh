@@ -19,6 +19,13 @@ echo "==> go vet (asynq harness, every pinned version)"
         go vet -modfile="$modfile" ./...
     done
 )
+echo "==> Go signing package (sdk/go/asynqguard): gofmt, vet, tests against a real redis-server"
+(
+    cd sdk/go/asynqguard
+    test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
+    go vet ./...
+    go test -count=1 ./...
+)
 echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

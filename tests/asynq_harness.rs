@@ -2,7 +2,8 @@
 //! Client, Server with group aggregation and retries, Scheduler,
 //! Inspector with task cancellation) runs once directly against a fresh
 //! Redis and once through asynq-guard in front of another fresh Redis, at
-//! every pinned asynq version, and once more through asynq-guard with
+//! every pinned asynq version (with every queue's tasks signed and checked
+//! by the proxy), and once more through asynq-guard with
 //! every asynq component under its own identity and grants. All runs must
 //! pass every check of the harness and report the same counts.
 //!
@@ -70,8 +71,20 @@ async fn direct_and_proxied_runs_agree(version: &str) {
     );
     drop(direct_redis);
 
+    // Every queue signed: scheduled, retried, grouped, unique and
+    // completed-with-retention tasks must keep verifying all their life.
+    let keys = TempDir::new("integrity-key");
+    let key = keys.path().join("k1.key");
+    std::fs::write(&key, "a-test-signing-key-of-at-least-32-bytes\n").unwrap();
+    let policy = format!(
+        "{}\n[integrity]\nsign_with = \"k1\"\n\
+         [[integrity.key]]\nid = \"k1\"\nfile = {:?}\n\
+         [[integrity.queues]]\nqueues = [\"*\"]\nmode = \"add\"\n",
+        all_of_asynq(TEST_USER),
+        key.to_str().unwrap()
+    );
     let redis = Redis::start().await;
-    let proxy = Proxy::start_with(&redis.address(), &all_of_asynq(TEST_USER)).await;
+    let proxy = Proxy::start_with(&redis.address(), &policy).await;
     let proxied = run_harness(
         &binary,
         &proxy.address(),
@@ -135,6 +148,24 @@ async fn direct_and_proxied_runs_agree(version: &str) {
         "{metrics}"
     );
     assert_eq!(total("asynq_guard_client_errors_total{"), 0.0, "{metrics}");
+    // Every message was signed on its way in and verified on its way out.
+    assert_eq!(
+        total("asynq_guard_integrity_failures_total{"),
+        0.0,
+        "{metrics}"
+    );
+    let signed = |how: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("asynq_guard_integrity_signed_total{")
+                    && l.contains(&format!("how=\"{how}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(signed("enqueue") >= 2000.0, "{metrics}");
+    assert!(signed("write_back") >= 1.0, "{metrics}");
     // Every connection of the harness authenticated; none failed.
     assert!(
         count("asynq_guard_auth_attempts_total{listener=\"test\",result=\"ok\"}") >= 3.0,

@@ -41,22 +41,14 @@ func main() {
 	username := flag.String("username", "", "Redis ACL user name")
 	password := flag.String("password", "", "Redis password")
 	queue := flag.String("queue", "default", "queue to process")
-	keyID := flag.String("key-id", "", "id of the verifying key")
+	keyID := flag.String("key-id", "", "id of the verifying key (none: a plain worker, no middleware)")
 	keyEnv := flag.String("key-env", "", "environment variable holding the key secret")
 	expect := flag.Int("expect", 1, "stop after this many tasks were handled (0: run until the timeout)")
 	timeoutSecs := flag.Int("timeout-secs", 30, "stop after this many seconds")
 	flag.Parse()
 
-	if *keyID == "" || *keyEnv == "" {
-		fail("-key-id and -key-env are required")
-	}
-	key, err := asynqguard.KeyFromEnv(*keyID, *keyEnv)
-	if err != nil {
-		fail(err.Error())
-	}
-	verifier, err := asynqguard.NewVerifier(key)
-	if err != nil {
-		fail(err.Error())
+	if (*keyID == "") != (*keyEnv == "") {
+		fail("-key-id and -key-env go together")
 	}
 
 	var (
@@ -77,7 +69,18 @@ func main() {
 		}
 		return nil
 	})
-	verified := verifier.Middleware()(handler)
+	var verified asynq.Handler = handler
+	if *keyID != "" {
+		key, err := asynqguard.KeyFromEnv(*keyID, *keyEnv)
+		if err != nil {
+			fail(err.Error())
+		}
+		verifier, err := asynqguard.NewVerifier(key)
+		if err != nil {
+			fail(err.Error())
+		}
+		verified = verifier.Middleware()(handler)
+	}
 	counted := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		err := verified.ProcessTask(ctx, t)
 		if errors.Is(err, asynqguard.ErrRejected) {
