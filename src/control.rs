@@ -237,6 +237,31 @@ impl Control {
         parse_bulk(&reply)
     }
 
+    /// Replaces the message of the task at `task_key` by `signed` if it
+    /// still is `stored`. Returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis could not be asked, in words for the log.
+    pub async fn sign_in_place_key(
+        &self,
+        task_key: &[u8],
+        stored: &[u8],
+        signed: &[u8],
+    ) -> Result<bool, String> {
+        let reply = self
+            .eval((&self.swap_sha, SWAP), &[task_key], &[stored, signed])
+            .await?;
+        match &reply[..] {
+            b":1\r\n" => Ok(true),
+            b":0\r\n" => Ok(false),
+            other => Err(format!(
+                "Redis answered {}",
+                String::from_utf8_lossy(&other[..other.len().min(80)]).trim_end()
+            )),
+        }
+    }
+
     /// Replaces a task's unsigned message by its signed form, if the task
     /// still holds the message that was read. Returns whether it did.
     ///
@@ -251,21 +276,17 @@ impl Control {
         signed: &[u8],
     ) -> Result<bool, String> {
         let task_key = format!("asynq:{{{queue}}}:t:{id}");
-        let reply = self
-            .eval(
-                (&self.swap_sha, SWAP),
-                &[task_key.as_bytes()],
-                &[stored, signed],
-            )
-            .await?;
-        match &reply[..] {
-            b":1\r\n" => Ok(true),
-            b":0\r\n" => Ok(false),
-            other => Err(format!(
-                "Redis answered {}",
-                String::from_utf8_lossy(&other[..other.len().min(80)]).trim_end()
-            )),
-        }
+        self.sign_in_place_key(task_key.as_bytes(), stored, signed)
+            .await
+    }
+
+    /// Sends one command and returns its raw RESP2 reply.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis could not be asked, in words for the log.
+    pub async fn command(&self, args: &[&[u8]]) -> Result<Bytes, String> {
+        self.round_trip(&upstream::encode_command(args)).await
     }
 
     /// Runs one of the proxy's scripts by its SHA, sending the body when

@@ -24,6 +24,7 @@
 //! else (the Redis work is [`crate::control`]'s).
 
 pub mod replies;
+pub mod rollout;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -294,6 +295,35 @@ impl Integrity {
             msg,
             sign_in_place,
         })
+    }
+
+    /// For signing tasks in place ([`rollout`]): `None` when the stored
+    /// message of task `id` is signed and valid, its signed form when it
+    /// is unsigned (and otherwise a task of this queue and id).
+    ///
+    /// # Errors
+    ///
+    /// Why a signed message fails its check, or why an unsigned one is
+    /// not this task's.
+    pub fn sign_unsigned(
+        &self,
+        queue: &str,
+        id: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let (stripped, carried) = sign::take_carrier(bytes);
+        let msg = message::decode(&stripped).map_err(|_| Failure::Undecodable)?;
+        if msg.queue != queue {
+            return Err(Failure::WrongQueue(msg.queue));
+        }
+        if id != msg.id.as_bytes() {
+            return Err(Failure::WrongTask);
+        }
+        match carried {
+            Carried::One(sig) => self.check_signature(&msg, &sig).map(|()| None),
+            Carried::Malformed => Err(Failure::Malformed),
+            Carried::None => Ok(Some(sign::with_carrier(&stripped, &self.sign(&msg)))),
+        }
     }
 
     fn remember(&self, queue: &str, id: &str, sig: Signature) {

@@ -1,4 +1,5 @@
-//! The `asynq-guard` command line: `serve` and `check`.
+//! The `asynq-guard` command line: `serve`, `check`, `hash-secret` and
+//! `sign-existing`.
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +43,14 @@ enum Cmd {
     /// Read a secret on standard input and print the SHA-256 to put in an
     /// identity's `secret_sha256` (one trailing newline is not part of it).
     HashSecret,
+    /// Sign, in place in the upstream Redis, the unsigned tasks of every
+    /// queue whose integrity mode is add or check (run it when turning
+    /// integrity on over queues that already hold tasks).
+    SignExisting {
+        /// Configuration file (TOML), as `serve` takes it.
+        #[arg(long, short, default_value = "config/asynq-guard.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,10 +113,68 @@ fn hash_secret() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn sign_existing(config: PathBuf) -> ExitCode {
+    let settings = match asynq_guard::config::load(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !settings.integrity.active() {
+        eprintln!(
+            "{}: no queue is in integrity mode add or check; nothing to sign",
+            config.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let control = asynq_guard::control::Control::new(settings.upstream.clone());
+    let result = runtime.block_on(asynq_guard::integrity::rollout::sign_existing(
+        &settings.integrity,
+        &control,
+    ));
+    match result {
+        Ok(reports) => {
+            if reports.is_empty() {
+                println!("no queue in asynq:queues is in integrity mode add or check");
+            }
+            for (queue, r) in &reports {
+                let failing: Vec<String> =
+                    r.failing.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!(
+                    "queue {queue:?}: signed {}, already signed {}, changed while reading {}, failing their check {}{}",
+                    r.signed,
+                    r.valid,
+                    r.changed,
+                    r.failing.values().sum::<u64>(),
+                    if failing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", failing.join(", "))
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::HashSecret => hash_secret(),
+        Cmd::SignExisting { config } => sign_existing(config),
         Cmd::Check {
             config,
             config_flag,

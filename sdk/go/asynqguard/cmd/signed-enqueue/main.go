@@ -48,6 +48,7 @@ func main() {
 	keyEnv := flag.String("key-env", "", "environment variable holding the signing key secret")
 	unsigned := flag.Bool("unsigned", false, "enqueue without signing")
 	asJSON := flag.Bool("json", false, "print a JSON summary line")
+	processIn := flag.Duration("process-in", 0, "schedule the tasks this far ahead (0: pending now)")
 	flag.Parse()
 
 	if *count < 0 || *payloadBytes < 0 {
@@ -74,6 +75,9 @@ func main() {
 	for i := 0; i < *count; i++ {
 		task := asynq.NewTask(*typename, payload(i, *payloadBytes))
 		opts := []asynq.Option{asynq.Queue(*queue)}
+		if *processIn > 0 {
+			opts = append(opts, asynq.ProcessIn(*processIn))
+		}
 		s.Attempted++
 		var err error
 		if signer != nil {
