@@ -813,3 +813,138 @@ mode = "add"
         support::Value::Bulk(_)
     ));
 }
+
+/// An operator's UpdateTaskPayload (asynq v0.26) through the proxy: in
+/// `add` mode the new payload is signed and the task stays deliverable;
+/// in `check` mode it needs the producer's signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_new_payload_is_signed_in_add_mode_only() {
+    use asynq_guard::asynq::message::decode;
+    use prost::Message;
+
+    let dir = TempDir::new("integrity-update");
+    let redis = Redis::start().await;
+    let proxy = Proxy::start_with(
+        &redis.address(),
+        &policy(
+            dir.path(),
+            r#"
+[integrity]
+sign_with = "k1"
+[[integrity.key]]
+id = "k1"
+file = "$DIR/k1.key"
+[[integrity.queues]]
+queues = ["open"]
+mode = "add"
+[[integrity.queues]]
+queues = ["strict"]
+mode = "check"
+"#,
+        ),
+    )
+    .await;
+    let mut direct = Client::connect(&redis.address()).await;
+    let schedule = support::load(&mut direct, "scheduleCmd", "schedule").await;
+    let update = support::load(&mut direct, "updateTaskPayloadCmd", "updateTaskPayload").await;
+    let info = support::load(&mut direct, "getTaskInfoCmd", "getTaskInfo").await;
+    let mut c = Client::connect_as(&proxy.address(), TEST_USER, TEST_SECRET).await;
+
+    // A scheduled task in the add-mode queue; the operator changes it.
+    let msg = support::task_message_with("open", "u1", "job", b"old payload");
+    let key = task_key("open", "u1");
+    let reply = support::send(
+        &mut c,
+        &support::call(
+            "EVALSHA",
+            &schedule,
+            &[key.as_bytes(), b"asynq:{open}:scheduled"],
+            &[&msg, b"4102444800", b"u1"],
+        ),
+    )
+    .await;
+    assert_eq!(reply, support::int(1));
+    let mut new = decode(&msg).unwrap();
+    new.payload = b"new payload".to_vec();
+    let reply = support::send(
+        &mut c,
+        &support::call(
+            "EVALSHA",
+            &update,
+            &[key.as_bytes()],
+            &[&new.encode_to_vec()],
+        ),
+    )
+    .await;
+    assert_eq!(reply, support::int(1));
+    let got = support::send(
+        &mut c,
+        &support::call(
+            "EVALSHA",
+            &info,
+            &[key.as_bytes()],
+            &[b"u1", b"1700000000", b"asynq:{open}:"],
+        ),
+    )
+    .await;
+    let support::Value::Array(items) = got else {
+        panic!("{got:?}")
+    };
+    let support::Value::Bulk(shown) = &items[0] else {
+        panic!("{items:?}")
+    };
+    let shown = decode(shown).unwrap();
+    assert_eq!(shown.payload, b"new payload");
+    assert_eq!(shown.error_msg, "", "the updated task verifies");
+
+    // In check mode the producer must sign the new payload.
+    let signed_msg = {
+        let mut m = decode(&support::task_message_with("strict", "s1", "job", b"p")).unwrap();
+        let secret = KEY_K1.as_bytes();
+        let sig = asynq_guard::integrity::sign::Signature {
+            key_id: "k1".into(),
+            mac: asynq_guard::integrity::sign::mac(
+                secret,
+                &asynq_guard::integrity::sign::canonical(&m),
+            ),
+        };
+        m.headers
+            .insert(asynq_guard::integrity::sign::HEADER.into(), sig.text());
+        m
+    };
+    let key = task_key("strict", "s1");
+    let reply = support::send(
+        &mut c,
+        &support::call(
+            "EVALSHA",
+            &schedule,
+            &[key.as_bytes(), b"asynq:{strict}:scheduled"],
+            &[&signed_msg.encode_to_vec(), b"4102444800", b"s1"],
+        ),
+    )
+    .await;
+    assert_eq!(reply, support::int(1));
+    let mut changed = signed_msg.clone();
+    changed.payload = b"operator's payload".to_vec();
+    let reply = support::send(
+        &mut c,
+        &support::call(
+            "EVALSHA",
+            &update,
+            &[key.as_bytes()],
+            &[&changed.encode_to_vec()],
+        ),
+    )
+    .await;
+    assert!(
+        reply.is_error()
+            && reply
+                .error_text()
+                .contains("needs its producer's signature"),
+        "{reply:?}"
+    );
+    let support::Value::Bulk(stored) = direct.cmd(&["HGET", &key, "msg"]).await else {
+        panic!()
+    };
+    assert_eq!(decode(&stored).unwrap().payload, b"p");
+}
