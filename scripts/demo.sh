@@ -123,7 +123,23 @@ for q in critical default low periodic; do
     # The group aggregator enqueues the aggregated task into its queue.
     [ "$q" = periodic ] || printf '[[grant]]\nidentity = "worker-%s"\noperations = ["enqueue"]\nqueues = ["%s"]\ntask_types = ["aggregated"]\n\n' "$q" "$q"
 done
+# Every task is signed on its way into Redis and checked on its way out,
+# under a key made for this run.
+cat <<TOML
+[integrity]
+sign_with = "demo"
+
+[[integrity.key]]
+id = "demo"
+file = "$WORK/signing.key"
+
+[[integrity.queues]]
+queues = ["*"]
+mode = "add"
+TOML
 } > "$WORK/asynq-guard.toml"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/signing.key"
+chmod 600 "$WORK/signing.key"
 python3 - "$WORK/logins.json" $(for role in $ROLES; do echo "$role" "${SECRETS[$role]}"; done) <<'PY'
 import json, sys
 pairs = dict(zip(sys.argv[2::2], sys.argv[3::2]))
@@ -174,6 +190,11 @@ echo "==> /metrics excerpt (http://127.0.0.1:$admin_port/metrics)"
 curl -fsS "http://127.0.0.1:$admin_port/metrics" \
     | grep -E '^asynq_guard_(client_connections_total|commands_total|auth_attempts_total|refusals_total|upstream_latency_seconds_(count|sum))' \
     | sort -t' ' -k2 -rn | head -n 15
+echo "==> task signatures: every message signed going in, checked coming out"
+curl -fsS "http://127.0.0.1:$admin_port/metrics" \
+    | grep -E '^asynq_guard_integrity_(signed|failures|archived)_total' | sed 's/^/  /'
+curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep -q '^asynq_guard_integrity_failures_total' \
+    || echo "  asynq_guard_integrity_failures_total: none (no task failed its check)"
 
 echo
 echo "==> the grants each identity had (the policy this run wrote and removes at exit)"
