@@ -315,25 +315,50 @@ impl Control {
     /// needed; any failure drops the connection.
     async fn round_trip(&self, command: &[u8]) -> Result<Bytes, String> {
         let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let conn = tokio::time::timeout(DEADLINE, upstream::connect(&self.settings))
-                .await
-                .map_err(|_| "connecting timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            *guard = Some(conn);
+        // A connection kept from earlier may have died meanwhile (Redis
+        // restarted): when it fails at once, try once more on a new one.
+        // The command never reached a Redis that answers, so sending it
+        // again cannot apply it twice.
+        let reused = guard.is_some();
+        for attempt in 0..2 {
+            if guard.is_none() {
+                let conn = tokio::time::timeout(DEADLINE, upstream::connect(&self.settings))
+                    .await
+                    .map_err(|_| "connecting timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                *guard = Some(conn);
+            }
+            let (read, write) = guard.as_mut().expect("connected above");
+            let result = tokio::time::timeout(DEADLINE, exchange(read, write, command)).await;
+            match result {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(Exchange::Closed)) if reused && attempt == 0 => *guard = None,
+                Ok(Err(e)) => {
+                    *guard = None;
+                    return Err(e.to_string());
+                }
+                Err(_) => {
+                    *guard = None;
+                    return Err("no reply in time".into());
+                }
+            }
         }
-        let (read, write) = guard.as_mut().expect("connected above");
-        let result = tokio::time::timeout(DEADLINE, exchange(read, write, command)).await;
-        match result {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                *guard = None;
-                Err(e)
-            }
-            Err(_) => {
-                *guard = None;
-                Err("no reply in time".into())
-            }
+        Err("connection closed".into())
+    }
+}
+
+/// Why one exchange failed.
+enum Exchange {
+    /// The connection was closed (or reset) before any reply came.
+    Closed,
+    Other(String),
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::Closed => f.write_str("connection closed"),
+            Exchange::Other(e) => f.write_str(e),
         }
     }
 }
@@ -342,22 +367,26 @@ async fn exchange(
     read: &mut UpstreamRead,
     write: &mut UpstreamWrite,
     command: &[u8],
-) -> Result<Bytes, String> {
-    write.write_all(command).await.map_err(|e| e.to_string())?;
+) -> Result<Bytes, Exchange> {
+    let closed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::UnexpectedEof => Exchange::Closed,
+        _ => Exchange::Other(e.to_string()),
+    };
+    write.write_all(command).await.map_err(closed)?;
     let mut replies = ReplyReader::default();
     loop {
         if let Some(reply) = replies
             .next_reply(Proto::Resp2)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Exchange::Other(e.to_string()))?
         {
             return Ok(reply.raw);
         }
-        let n = read
-            .read_buf(replies.buffer())
-            .await
-            .map_err(|e| e.to_string())?;
+        let n = read.read_buf(replies.buffer()).await.map_err(closed)?;
         if n == 0 {
-            return Err("connection closed".into());
+            return Err(Exchange::Closed);
         }
     }
 }

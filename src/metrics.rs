@@ -131,7 +131,7 @@ impl Metrics {
         let limit_hits = IntCounterVec::new(
             Opts::new(
                 "asynq_guard_limit_hits_total",
-                "Enqueues refused by a size cap or rate limit, by identity, queue, limit and scope.",
+                "Enqueues refused by a size cap, rate limit or queue cap, by identity, queue, limit and scope.",
             ),
             &["identity", "queue", "limit", "scope"],
         )?;

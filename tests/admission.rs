@@ -542,3 +542,65 @@ async fn updating_a_payload_is_held_to_the_default_caps() {
     .await;
     assert_eq!(reply, int(0), "no such task: the script ran");
 }
+
+/// An EVALSHA refused by a shared limit was never forwarded, so the EVAL
+/// of it that follows is no NOSCRIPT fallback: it is charged (and
+/// refused) like any other enqueue. (Found by a reviewer: 20 such pairs
+/// went through a limit of 5.)
+#[tokio::test]
+async fn a_refused_evalsha_gives_its_eval_no_free_pass() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start_with(&redis.address(), &shared_policy()).await;
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut web = client_as(&proxy, "web").await;
+    for i in 0..3 {
+        web.send_raw(&enqueue_bytes(&script, "q", &format!("b{i}"), b"x"))
+            .await;
+        assert_eq!(web.read().await, int(1));
+    }
+    for i in 0..5 {
+        let id = format!("p{i}");
+        web.send_raw(&enqueue_bytes(&script, "q", &id, b"x")).await;
+        assert!(web.read().await.error_text().starts_with("LIMIT"));
+        let msg = support::task_message_with("q", &id, "job", b"x");
+        let eval = support::enqueue("EVAL", &script, "q", &id, &msg);
+        let eval: Vec<&[u8]> = eval.iter().map(Vec::as_slice).collect();
+        web.send_raw(&support::encode(&eval)).await;
+        let reply = web.read().await;
+        assert!(reply.error_text().starts_with("LIMIT"), "{reply:?}");
+    }
+    assert_eq!(direct.cmd(&["LLEN", "asynq:{q}:pending"]).await, int(3));
+}
+
+/// After Redis restarts, the proxy's kept connection to it is dead: the
+/// first shared check reconnects instead of counting Redis out of reach.
+#[tokio::test]
+async fn a_shared_limit_survives_a_redis_restart() {
+    let mut redis = Redis::start().await;
+    let proxy = Proxy::start_with(&redis.address(), &shared_policy()).await;
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut web = client_as(&proxy, "web").await;
+    web.send_raw(&enqueue_bytes(&script, "q", "before", b"x"))
+        .await;
+    assert_eq!(web.read().await, int(1));
+    drop(direct);
+    redis.kill();
+    redis.start_again().await;
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut web = client_as(&proxy, "web").await;
+    web.send_raw(&enqueue_bytes(&script, "q", "after", b"x"))
+        .await;
+    assert_eq!(web.read().await, int(1));
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "asynq_guard_shared_limit_failures_total{limit=\"web-shared\",outcome=\"refuse\"}"
+        ),
+        None,
+        "{metrics}"
+    );
+}

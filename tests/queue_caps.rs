@@ -135,3 +135,39 @@ async fn twenty_asynq_producers_cannot_overfill_a_capped_queue() {
     assert_eq!(len as u64, n("accepted"));
     assert!(len <= 1000, "the queue holds {len} tasks, over its cap");
 }
+
+/// MULTI lands its enqueues only at EXEC, after every count was taken:
+/// enqueues to a capped queue are refused inside a transaction, which
+/// then aborts. (A reviewer got 20 tasks into a queue capped at 5 so.)
+#[tokio::test]
+async fn a_transaction_cannot_carry_enqueues_past_a_cap() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start_with(&redis.address(), &policy(5)).await;
+    let mut direct = redis.client().await;
+    let script = load(&mut direct, "enqueueCmd", "enqueue").await;
+    let mut web = support::Client::connect_as(&proxy.address(), "web", &secret_of("web")).await;
+    assert_eq!(web.cmd(&["MULTI"]).await, support::ok());
+    for i in 0..3 {
+        web.send_raw(&enqueue_bytes(&script, "capped", &format!("m{i}"), b"x"))
+            .await;
+        let reply = web.read().await;
+        assert!(
+            reply.error_text().contains(
+                "queue 'capped' has a size cap, and enqueues to it are not accepted inside MULTI"
+            ),
+            "{reply:?}"
+        );
+    }
+    let exec = web.cmd(&["EXEC"]).await;
+    assert!(exec.error_text().starts_with("EXECABORT"), "{exec:?}");
+    assert_eq!(
+        direct.cmd(&["LLEN", "asynq:{capped}:pending"]).await,
+        int(0)
+    );
+    // Queues without a cap still work in a transaction.
+    assert_eq!(web.cmd(&["MULTI"]).await, support::ok());
+    web.send_raw(&enqueue_bytes(&script, "free", "f1", b"x"))
+        .await;
+    assert_eq!(web.read().await, Value::Simple("QUEUED".into()));
+    assert_eq!(web.cmd(&["EXEC"]).await, Value::Array(vec![int(1)]));
+}

@@ -138,6 +138,9 @@ pub fn validate(
         }
         let queues = patterns(&field("queues"), &f.queues)?;
         let task_types = patterns(&field("task_types"), &f.task_types)?;
+        if f.burst == 0 {
+            return Err((field("burst"), "must be at least 1".into()));
+        }
         let mut limit = RateLimit::new(
             f.name.clone(),
             scope,

@@ -276,6 +276,20 @@ impl Gate {
                     self.limit_refused(shared, &identity.name, what, queue, task_type, &r);
                     return Err(r.text);
                 }
+                Ok(checks) if checks.queue.is_some() && self.in_multi => {
+                    // The cap counts what has landed; MULTI lands its
+                    // enqueues only at EXEC, after every count was taken.
+                    let r = admission::Refusal {
+                        limit: "queue_cap".into(),
+                        scope: "queue",
+                        text: format!(
+                            "LIMIT asynq-guard: queue '{}' has a size cap, and enqueues to it are not accepted inside MULTI (the cap could not hold); send them outside a transaction",
+                            asynq::shown(queue.as_bytes())
+                        ),
+                    };
+                    self.limit_refused(shared, &identity.name, what, queue, task_type, &r);
+                    return Err(r.text);
+                }
                 Ok(checks) if !checks.is_empty() => {
                     self.remember_admitted(cmd, *script);
                     return Ok(Verdict {
@@ -367,6 +381,8 @@ impl Gate {
         let refusal = shared_refusal(&p, outcomes.shared, shared)
             .or_else(|| queue_refusal(&p, outcomes.queue.as_ref()));
         if let Some(refusal) = refusal {
+            // Not forwarded: an EVAL of it next is no NOSCRIPT retry.
+            self.last_admitted = None;
             self.limit_refused(
                 shared,
                 &identity.name,
