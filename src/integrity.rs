@@ -113,6 +113,9 @@ pub enum Failure {
     WrongQueue(String),
     /// A message of another task.
     WrongTask,
+    /// A task the proxy archived earlier for failing its check; its
+    /// error says why.
+    Quarantined,
 }
 
 impl Failure {
@@ -125,6 +128,7 @@ impl Failure {
             Failure::Mismatch => "bad_signature",
             Failure::WrongQueue(_) => "wrong_queue",
             Failure::WrongTask => "wrong_task",
+            Failure::Quarantined => "quarantined",
         }
     }
 
@@ -143,6 +147,9 @@ impl Failure {
                 crate::asynq::shown(q.as_bytes())
             ),
             Failure::WrongTask => "the message belongs to another task".into(),
+            Failure::Quarantined => {
+                "the task was archived by asynq-guard for failing its check".into()
+            }
         }
     }
 
@@ -268,6 +275,9 @@ impl Integrity {
     /// Why the message fails its check.
     pub fn on_read(&self, queue: &str, id: Option<&[u8]>, bytes: &[u8]) -> Result<Read, Failure> {
         let (stripped, carried) = sign::take_carrier(bytes);
+        if carried == Carried::Quarantined {
+            return Err(Failure::Quarantined);
+        }
         let msg = message::decode(&stripped).map_err(|_| Failure::Undecodable)?;
         if msg.queue != queue {
             return Err(Failure::WrongQueue(msg.queue));
@@ -282,6 +292,7 @@ impl Integrity {
                 None
             }
             Carried::Malformed => return Err(Failure::Malformed),
+            Carried::Quarantined => return Err(Failure::Quarantined),
             Carried::None if self.in_grace(queue) => {
                 let sig = self.sign(&msg);
                 let signed = sign::with_carrier(&stripped, &sig);
@@ -322,6 +333,7 @@ impl Integrity {
         match carried {
             Carried::One(sig) => self.check_signature(&msg, &sig).map(|()| None),
             Carried::Malformed => Err(Failure::Malformed),
+            Carried::Quarantined => Err(Failure::Quarantined),
             Carried::None => Ok(Some(sign::with_carrier(&stripped, &self.sign(&msg)))),
         }
     }
@@ -421,15 +433,28 @@ impl Integrity {
         Ok((stripped, msg))
     }
 
-    /// The message to archive in place of one that failed: its own bytes
-    /// with the error set (and its signature gone), or `None` when it
-    /// cannot be decoded (the bytes stay as they are).
-    pub fn archived_message(bytes: &[u8], failure: &Failure, now: i64) -> Option<Vec<u8>> {
-        let (stripped, _) = sign::take_carrier(bytes);
+    /// The message to archive in place of one that failed: its own
+    /// fields with the error set, marked as archived by the proxy (never
+    /// valid again), or `None` when it cannot be decoded (the bytes stay
+    /// as they are). `task` is the queue and id it is stored under, when
+    /// known: a message copied from elsewhere is shown under them.
+    pub fn archived_message(
+        bytes: &[u8],
+        failure: &Failure,
+        now: i64,
+        task: Option<(&str, &str)>,
+    ) -> Option<Vec<u8>> {
+        let (stripped, carried) = sign::take_carrier(bytes);
         let mut msg = message::decode(&stripped).ok()?;
-        msg.error_msg = failure.archived_error();
+        if carried != Carried::Quarantined {
+            msg.error_msg = failure.archived_error();
+        }
         msg.last_failed_at = now;
-        Some(msg.encode_to_vec())
+        if let Some((queue, id)) = task {
+            msg.queue = queue.to_string();
+            msg.id = id.to_string();
+        }
+        Some(sign::with_quarantine(&msg.encode_to_vec(), failure.label()))
     }
 }
 

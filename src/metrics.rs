@@ -155,7 +155,7 @@ impl Metrics {
         let integrity_signed = IntCounterVec::new(
             Opts::new(
                 "asynq_guard_integrity_signed_total",
-                "Task messages the proxy signed, by queue and occasion (enqueue, write_back, update, grace: an unsigned task accepted and signed in place).",
+                "Task messages the proxy signed, by queue and occasion (enqueue, write_back, update: counted when forwarded, so a go-redis NOSCRIPT fallback counts twice; grace: an unsigned task accepted and signed in place).",
             ),
             &["queue", "how"],
         )?;

@@ -173,54 +173,47 @@ impl Walk<'_> {
                 }
                 Outcome::Keep(read.stripped)
             }
-            Err(failure) => {
-                let archived = Integrity::archived_message(bytes, &failure, self.now);
-                match &self.check.deliver {
-                    Some(source) => {
-                        let claimed_id = crate::asynq::message::decode(bytes)
-                            .map(|m| m.id)
-                            .unwrap_or_default();
-                        self.fixes.push(Fix::Archive {
-                            queue: queue.clone(),
-                            source: source.clone(),
-                            stored: Bytes::copy_from_slice(bytes),
-                            claimed_id,
-                            archived,
-                            failure,
-                        });
-                        Outcome::Withhold
-                    }
-                    None => {
-                        let marked = Integrity::archived_message(bytes, &failure, 0)
-                            .map(|m| keep_failed_at(bytes, m))
-                            .unwrap_or_else(|| bytes.to_vec());
-                        self.fixes.push(Fix::Marked {
-                            queue: queue.clone(),
-                            failure,
-                        });
-                        Outcome::Keep(marked)
-                    }
+            Err(failure) => match &self.check.deliver {
+                Some(source) => {
+                    let claimed_id = crate::asynq::message::decode(bytes)
+                        .map(|m| m.id)
+                        .unwrap_or_default();
+                    self.fixes.push(Fix::Archive {
+                        queue: queue.clone(),
+                        source: source.clone(),
+                        stored: Bytes::copy_from_slice(bytes),
+                        claimed_id,
+                        archived: Integrity::archived_message(bytes, &failure, self.now, None),
+                        failure,
+                    });
+                    Outcome::Withhold
                 }
-            }
+                None => {
+                    let (stripped, _) = super::sign::take_carrier(bytes);
+                    if failure == Failure::Quarantined {
+                        // Archived by the proxy: its error already says
+                        // why, and it was counted then.
+                        return Outcome::Keep(stripped);
+                    }
+                    let marked = marked(&stripped, &failure).unwrap_or(stripped);
+                    self.fixes.push(Fix::Marked {
+                        queue: queue.clone(),
+                        failure,
+                    });
+                    Outcome::Keep(marked)
+                }
+            },
         }
     }
 }
 
-/// `marked` with the original message's `last_failed_at` put back: an
-/// inspector's view only gains the error text.
-fn keep_failed_at(original: &[u8], marked: Vec<u8>) -> Vec<u8> {
+/// A failing message as an inspector sees it: with the reason in its
+/// error field, nothing else changed.
+fn marked(stripped: &[u8], failure: &Failure) -> Option<Vec<u8>> {
     use prost::Message;
-    let (stripped, _) = super::sign::take_carrier(original);
-    match (
-        crate::asynq::message::decode(&stripped),
-        crate::asynq::message::decode(&marked),
-    ) {
-        (Ok(o), Ok(mut m)) => {
-            m.last_failed_at = o.last_failed_at;
-            m.encode_to_vec()
-        }
-        _ => marked,
-    }
+    let mut m = crate::asynq::message::decode(stripped).ok()?;
+    m.error_msg = failure.archived_error();
+    Some(m.encode_to_vec())
 }
 
 /// An error in place of a reply whose messages could not be found (never

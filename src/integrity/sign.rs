@@ -220,6 +220,10 @@ pub enum Carried {
     None,
     /// Exactly one, readable.
     One(Signature),
+    /// The proxy's mark on a task it archived for failing its check
+    /// (`quarantined:<reason>`): never valid, and already explained in
+    /// the task's error.
+    Quarantined,
     /// Present but unreadable, more than once, or the message is not
     /// protobuf.
     Malformed,
@@ -242,6 +246,7 @@ pub fn take_carrier(b: &[u8]) -> (Vec<u8>, Carried) {
     }
     let carried = match found.as_slice() {
         [] => Carried::None,
+        [f] if f.wire == 2 && b[f.value..f.end].starts_with(QUARANTINED) => Carried::Quarantined,
         [f] if f.wire == 2 => {
             Signature::parse(&b[f.value..f.end]).map_or(Carried::Malformed, Carried::One)
         }
@@ -250,10 +255,23 @@ pub fn take_carrier(b: &[u8]) -> (Vec<u8>, Carried) {
     (out, carried)
 }
 
+/// What the carrier field of a task archived by the proxy starts with.
+pub const QUARANTINED: &[u8] = b"quarantined:";
+
 /// `b` (without any signature field) with `sig` appended as the carrier
 /// field. Protobuf readers accept fields in any order.
 pub fn with_carrier(b: &[u8], sig: &Signature) -> Vec<u8> {
-    let text = sig.text();
+    with_carrier_text(b, &sig.text())
+}
+
+/// `b` (without any signature field) marked as archived by the proxy
+/// for `reason`.
+pub fn with_quarantine(b: &[u8], reason: &str) -> Vec<u8> {
+    let text = format!("{}{reason}", String::from_utf8_lossy(QUARANTINED));
+    with_carrier_text(b, &text)
+}
+
+fn with_carrier_text(b: &[u8], text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len() + text.len() + 4);
     out.extend_from_slice(b);
     let mut put = |mut v: u64| {

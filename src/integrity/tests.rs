@@ -399,3 +399,73 @@ fn go_package_vectors_match() {
         assert_eq!(e2e_sig.text(), v["e2e_signature"], "{name}: e2e signature");
     }
 }
+
+/// A task the proxy archived keeps the reason it was archived for in
+/// every later view, is counted once (not at each look), and never
+/// verifies again, even for an operator who runs it.
+#[test]
+fn archived_tasks_keep_their_reason_and_stay_invalid() {
+    let i = integrity(vec![rule("*", Mode::Add, None)]);
+    let m = msg("t1", "critical");
+    let stored = signed(&i, &m);
+    let mut evil = m.clone();
+    evil.payload = b"evil".to_vec();
+    let (_, sig) = sign::take_carrier(&stored);
+    let sign::Carried::One(sig) = sig else {
+        panic!()
+    };
+    let tampered = sign::with_carrier(&evil.encode_to_vec(), &sig);
+    // Placed in another queue under another id.
+    let archived = Integrity::archived_message(
+        &tampered,
+        &Failure::WrongQueue("critical".into()),
+        9,
+        Some(("low", "x7")),
+    )
+    .unwrap();
+    let shown = crate::asynq::message::decode(&archived).unwrap();
+    assert_eq!((shown.queue.as_str(), shown.id.as_str()), ("low", "x7"));
+    assert!(shown.error_msg.contains("belongs to queue 'critical'"));
+    assert_eq!(
+        i.on_read("low", None, &archived).unwrap_err(),
+        Failure::Quarantined
+    );
+    let inspect = ReplyCheck {
+        queue: "low".into(),
+        shape: Shape::Every(2),
+        deliver: None,
+        task_id: None,
+    };
+    let mut reply = b"*2\r\n".to_vec();
+    reply.extend(bulk(&archived));
+    reply.extend(b"_\r\n");
+    let (out, fixes) = rewrite(&reply, Proto::Resp3, &inspect, &i, 0);
+    assert!(fixes.is_empty(), "counted when archived, not at each look");
+    let out = out.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("belongs to queue 'critical'"), "{text}");
+    assert!(!text.contains("quarantined:"), "the mark is not shown");
+    // Run again by an operator: withheld again, reason kept.
+    let deliver = ReplyCheck {
+        shape: Shape::One,
+        deliver: Some(Source::Active),
+        ..inspect
+    };
+    let (out, fixes) = rewrite(&bulk(&archived), Proto::Resp2, &deliver, &i, 0);
+    assert_eq!(out.unwrap(), Bytes::from_static(b"$-1\r\n"));
+    let [
+        Fix::Archive {
+            archived: Some(again),
+            ..
+        },
+    ] = &fixes[..]
+    else {
+        panic!("{fixes:?}")
+    };
+    assert!(
+        crate::asynq::message::decode(again)
+            .unwrap()
+            .error_msg
+            .contains("belongs to queue 'critical'")
+    );
+}

@@ -469,6 +469,9 @@ async fn apply_fixes(fixes: Vec<Fix>, shared: &Shared) {
                     Ok(None) => "gone",
                     Err(_) => "failed",
                 };
+                if let (Ok(Some(id)), Some(written)) = (&done, &archived) {
+                    show_under_own_task(shared, &queue, id, &stored, written, &failure).await;
+                }
                 m.integrity_archived
                     .with_label_values(&[&label, outcome])
                     .inc();
@@ -507,6 +510,39 @@ async fn apply_fixes(fixes: Vec<Fix>, shared: &Shared) {
                 info!(target: AUDIT, event = "integrity", queue = %queue, reason = failure.label(), why = %failure.text(), "failing task shown to an inspector, marked");
             }
         }
+    }
+}
+
+/// A message copied from another task or queue is archived under the
+/// task that held it: rewrite its id and queue to that task's, so that
+/// an operator can find, delete or inspect it by the id it is listed
+/// under.
+async fn show_under_own_task(
+    shared: &Shared,
+    queue: &str,
+    id: &[u8],
+    stored: &[u8],
+    written: &[u8],
+    failure: &integrity::Failure,
+) {
+    let Ok(id_text) = std::str::from_utf8(id) else {
+        return;
+    };
+    let Some(own) = Integrity::archived_message(
+        stored,
+        failure,
+        crate::asynq::message::decode(written).map_or(0, |m| m.last_failed_at),
+        Some((queue, id_text)),
+    ) else {
+        return;
+    };
+    if own == written {
+        return;
+    }
+    let mut key = format!("asynq:{{{queue}}}:t:").into_bytes();
+    key.extend_from_slice(id);
+    if let Err(e) = shared.control.sign_in_place_key(&key, written, &own).await {
+        warn!(queue = %queue, error = %e, "could not relabel an archived task under its own id");
     }
 }
 

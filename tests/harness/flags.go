@@ -1,7 +1,8 @@
 package main
 
-// Command-line flags. Besides the scenario there are three small modes
-// (-probe, -worker-check, -dashboard-check); each has flags of its own,
+// Command-line flags. Besides the scenario there are small modes (-probe,
+// -flood, -worker-check, -dashboard-check, -enqueue-batch, -handle,
+// -list-tasks); each has flags of its own,
 // and giving one of those without its mode is an error rather than
 // something silently ignored, since a test that misspells its mode would
 // otherwise run the whole scenario instead.
@@ -47,29 +48,61 @@ type config struct {
 	taskID         string
 	entryID        string
 	group          string
+
+	enqueueBatch   bool
+	batchQueue     string
+	batchType      string
+	batchCount     int
+	batchPayload   string
+	batchProcessIn time.Duration
+
+	handle             bool
+	handleQueues       []string
+	handleExpect       int
+	handleTimeout      time.Duration
+	handleSettle       time.Duration
+	handleDelayedCheck time.Duration
+
+	listTasks  bool
+	listQueue  string
+	listStates []string
+	listIDs    []string
 }
 
 // modeFlags names the mode each mode-only flag belongs to.
 var modeFlags = map[string]string{
-	"probe-queue":         "probe",
-	"probe-type":          "probe",
-	"probe-payload-bytes": "probe",
-	"flood-queue":         "flood",
-	"flood-type":          "flood",
-	"flood-rate":          "flood",
-	"flood-for":           "flood",
-	"flood-producers":     "flood",
-	"worker-queues":       "worker-check",
-	"worker-for":          "worker-check",
-	"queue":               "dashboard-check",
-	"task-id":             "dashboard-check",
-	"entry-id":            "dashboard-check",
-	"group":               "dashboard-check",
+	"probe-queue":          "probe",
+	"probe-type":           "probe",
+	"probe-payload-bytes":  "probe",
+	"flood-queue":          "flood",
+	"flood-type":           "flood",
+	"flood-rate":           "flood",
+	"flood-for":            "flood",
+	"flood-producers":      "flood",
+	"worker-queues":        "worker-check",
+	"worker-for":           "worker-check",
+	"queue":                "dashboard-check",
+	"task-id":              "dashboard-check",
+	"entry-id":             "dashboard-check",
+	"group":                "dashboard-check",
+	"batch-queue":          "enqueue-batch",
+	"batch-type":           "enqueue-batch",
+	"batch-count":          "enqueue-batch",
+	"batch-payload":        "enqueue-batch",
+	"batch-process-in":     "enqueue-batch",
+	"handle-queues":        "handle",
+	"handle-expect":        "handle",
+	"handle-timeout":       "handle",
+	"handle-settle":        "handle",
+	"handle-delayed-check": "handle",
+	"list-queue":           "list-tasks",
+	"list-states":          "list-tasks",
+	"list-ids":             "list-tasks",
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
-	var loginsPath, workerQueues string
+	var loginsPath, workerQueues, handleQueues, listStates, listIDs string
 	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.redisAddr, "redis", "", "Redis (or proxy) address, host:port (required)")
@@ -105,6 +138,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.taskID, "task-id", "", "task id the -dashboard-check calls name")
 	fs.StringVar(&cfg.entryID, "entry-id", "harness-no-entry", "scheduler entry id for -dashboard-check's ListSchedulerEnqueueEvents")
 	fs.StringVar(&cfg.group, "group", "g0", "group for -dashboard-check's aggregating-task calls")
+
+	fs.BoolVar(&cfg.enqueueBatch, "enqueue-batch", false, "only enqueue -batch-count tasks and print their ids and payloads as JSON")
+	fs.StringVar(&cfg.batchQueue, "batch-queue", "batch", "queue of the -enqueue-batch tasks")
+	fs.StringVar(&cfg.batchType, "batch-type", "batch", "task type of the -enqueue-batch tasks")
+	fs.IntVar(&cfg.batchCount, "batch-count", 10, "how many tasks -enqueue-batch enqueues")
+	fs.StringVar(&cfg.batchPayload, "batch-payload", "batch-payload", "payload prefix of the -enqueue-batch tasks (each gets -NNN appended)")
+	fs.DurationVar(&cfg.batchProcessIn, "batch-process-in", 0, "enqueue the -enqueue-batch tasks to run this much later (0: now)")
+
+	fs.BoolVar(&cfg.handle, "handle", false, "only run one Server on -handle-queues until it handled -handle-expect tasks and the queues are drained, and print every task it handled as JSON")
+	fs.StringVar(&handleQueues, "handle-queues", "", "comma-separated queues of the -handle Server")
+	fs.IntVar(&cfg.handleExpect, "handle-expect", 0, "how many tasks -handle waits for before it waits for drained queues")
+	fs.DurationVar(&cfg.handleTimeout, "handle-timeout", time.Minute, "longest -handle runs")
+	fs.DurationVar(&cfg.handleSettle, "handle-settle", 2*time.Second, "how long -handle keeps running once its queues are drained")
+	fs.DurationVar(&cfg.handleDelayedCheck, "handle-delayed-check", time.Second, "the -handle Server's DelayedTaskCheckInterval")
+
+	fs.BoolVar(&cfg.listTasks, "list-tasks", false, "only print the Inspector's task listings of -list-queue (and GetTaskInfo of -list-ids) as JSON")
+	fs.StringVar(&cfg.listQueue, "list-queue", "", "queue -list-tasks lists")
+	fs.StringVar(&listStates, "list-states", strings.Join(taskStates, ","), "comma-separated states -list-tasks lists")
+	fs.StringVar(&listIDs, "list-ids", "", "comma-separated task ids of -list-queue whose GetTaskInfo -list-tasks prints")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -133,6 +185,24 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		cfg.workerQueues = queues
 	}
+	if cfg.handle {
+		if handleQueues == "" {
+			return cfg, errors.New("-handle needs -handle-queues")
+		}
+		queues, err := splitQueues(handleQueues)
+		if err != nil {
+			return cfg, fmt.Errorf("-handle-queues: %w", err)
+		}
+		cfg.handleQueues = queues
+	}
+	if cfg.listTasks {
+		states, err := splitStates(listStates)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.listStates = states
+		cfg.listIDs = splitIDs(listIDs)
+	}
 	if loginsPath != "" {
 		l, err := loadLogins(loginsPath)
 		if err != nil {
@@ -146,7 +216,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // checkModes allows at most one mode, each mode-only flag only with its
 // mode, and -logins only for the scenario.
 func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
-	modes := map[string]bool{"probe": cfg.probe, "flood": cfg.flood, "worker-check": cfg.workerCheck, "dashboard-check": cfg.dashboardCheck}
+	modes := map[string]bool{
+		"probe": cfg.probe, "flood": cfg.flood, "worker-check": cfg.workerCheck, "dashboard-check": cfg.dashboardCheck,
+		"enqueue-batch": cfg.enqueueBatch, "handle": cfg.handle, "list-tasks": cfg.listTasks,
+	}
 	var chosen []string
 	for _, m := range sortedKeys(modes) {
 		if modes[m] {
@@ -184,6 +257,16 @@ func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
 		return errors.New("-dashboard-check needs -queue and -task-id")
 	case cfg.dashboardCheck && (cfg.entryID == "" || cfg.group == ""):
 		return errors.New("-entry-id and -group must not be empty")
+	case cfg.enqueueBatch && (cfg.batchQueue == "" || cfg.batchType == ""):
+		return errors.New("-batch-queue and -batch-type must not be empty")
+	case cfg.enqueueBatch && (cfg.batchCount < 0 || cfg.batchProcessIn < 0):
+		return errors.New("-batch-count and -batch-process-in must not be negative")
+	case cfg.handle && (cfg.handleExpect < 0 || cfg.handleSettle < 0):
+		return errors.New("-handle-expect and -handle-settle must not be negative")
+	case cfg.handle && (cfg.handleTimeout <= 0 || cfg.handleDelayedCheck <= 0):
+		return errors.New("-handle-timeout and -handle-delayed-check must be positive")
+	case cfg.listTasks && cfg.listQueue == "":
+		return errors.New("-list-tasks needs -list-queue")
 	}
 	return nil
 }

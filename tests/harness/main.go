@@ -23,6 +23,16 @@
 //	        errors asynq logged)
 //	harness -redis ... -dashboard-check -queue Q -task-id ID [-entry-id E] [-group G]
 //	        (every Inspector read and mutation once; prints each outcome)
+//	harness -redis ... -enqueue-batch [-batch-queue q] [-batch-type t] [-batch-count 10]
+//	        [-batch-payload prefix] [-batch-process-in 0]
+//	        (enqueues a batch; prints each task's id and payload)
+//	harness -redis ... -handle -handle-queues A,B [-handle-expect N] [-handle-timeout 1m]
+//	        [-handle-settle 2s] [-handle-delayed-check 1s]
+//	        (one Server until N tasks were handled and the queues are drained;
+//	        prints every task it handled)
+//	harness -redis ... -list-tasks -list-queue Q [-list-states pending,archived] [-list-ids a,b]
+//	        (Inspector listings and task infos; prints each task with its last error)
+//	        see tasks.go for the three modes above
 //
 // -logins runs the scenario with one login per component: producer
 // (Client), scheduler, dashboard (Inspector reads), operator (Inspector
@@ -30,7 +40,7 @@
 //
 // Exit status of the scenario: 0 when every check passed, 1 when a check
 // failed (the failures go to stderr and into the summary), 2 on bad
-// flags. The three modes exit 0 whenever they ran, whatever their calls
+// flags. The modes exit 0 whenever they ran, whatever their calls
 // returned, and 2 on bad flags.
 package main
 
@@ -65,6 +75,12 @@ func main() {
 		os.Exit(workerCheck(cfg))
 	case cfg.dashboardCheck:
 		os.Exit(dashboardCheck(cfg))
+	case cfg.enqueueBatch:
+		os.Exit(enqueueBatch(cfg))
+	case cfg.handle:
+		os.Exit(handle(cfg))
+	case cfg.listTasks:
+		os.Exit(listTasks(cfg))
 	}
 
 	rep := newReport(cfg.quiet)
