@@ -10,6 +10,7 @@
 //! succeed. This module owns the limiters and touches nothing else.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use glob::Pattern;
@@ -61,7 +62,7 @@ pub struct RateLimit {
     /// Kept in the upstream Redis, shared by every proxy in front of it;
     /// `None` for a limit of this process alone.
     pub shared: Option<OnFailure>,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
 
 /// What a shared limit does when its state in Redis cannot be reached.
@@ -154,8 +155,20 @@ impl RateLimit {
             per_second,
             burst,
             shared: None,
-            limiter: RateLimiter::keyed(quota),
+            limiter: Arc::new(RateLimiter::keyed(quota)),
         })
+    }
+
+    /// Whether `other` counts the same enqueues at the same rate.
+    fn same_definition(&self, other: &RateLimit) -> bool {
+        self.name == other.name
+            && self.scope == other.scope
+            && self.identities == other.identities
+            && self.queues == other.queues
+            && self.task_types == other.task_types
+            && self.per_second.to_bits() == other.per_second.to_bits()
+            && self.burst == other.burst
+            && self.shared == other.shared
     }
 
     /// The Redis bucket of `key`, for a shared limit.
@@ -244,7 +257,7 @@ pub struct Admission {
     /// Queue-size caps, in file order; the first that names a queue
     /// applies to it.
     pub queue_caps: Vec<QueueCap>,
-    pub in_flight: InFlight,
+    pub in_flight: Arc<InFlight>,
 }
 
 /// What an enqueue must still pass in Redis after [`Admission::admit`]:
@@ -262,6 +275,18 @@ impl Checks {
 }
 
 impl Admission {
+    /// Takes over what `old` has counted, when a reloaded policy replaces
+    /// it: the enqueues still in flight, and the buckets of every local
+    /// limit defined exactly as before (a limit that changed starts full).
+    pub fn carry_over(&mut self, old: &Admission) {
+        self.in_flight = Arc::clone(&old.in_flight);
+        for limit in &mut self.limits {
+            if let Some(same) = old.limits.iter().find(|o| o.same_definition(limit)) {
+                limit.limiter = Arc::clone(&same.limiter);
+            }
+        }
+    }
+
     /// Admits `e` under `caps`, or says why not. Size caps first (they
     /// spend nothing), then every local rate limit that applies, in the
     /// order of the policy file. Returns the buckets of the shared limits

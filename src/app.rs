@@ -2,7 +2,10 @@
 //!
 //! Binds every listener and the admin server before anything is served
 //! (a port in use is a start-up error, not a log line), builds the shared
-//! state, spawns the accept loops and waits for SIGINT or SIGTERM.
+//! state, spawns the accept loops and the policy [`Reloader`], and waits
+//! for SIGINT or SIGTERM. Shutdown is graceful: the listeners close, each
+//! session stops reading and is closed once the commands it received are
+//! answered, and whatever is still open after the grace period is cut.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::auth::Throttle;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::reload::{Live, Reloader};
 use crate::session::Shared;
 use crate::tls::ListenerTls;
 use crate::{admin, listener};
@@ -37,7 +41,7 @@ pub enum StartError {
 /// # Errors
 ///
 /// A [`StartError`] if a port cannot be bound.
-pub async fn run(settings: Settings) -> Result<(), StartError> {
+pub async fn run(settings: Settings, path: std::path::PathBuf) -> Result<(), StartError> {
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
@@ -47,6 +51,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // Taken over before any port is bound: from then on SIGHUP means
     // reload, never the default of ending the process.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(StartError::Signal)?;
+    let policy_hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(StartError::Signal)?;
 
     let mut bound = Vec::new();
@@ -75,12 +81,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         }
     };
 
-    let shared = Arc::new(Shared {
+    let live = Live::new(Shared {
+        generation: 1,
         upstream: Arc::clone(&settings.upstream),
         limits: settings.limits,
         metrics: Arc::clone(&metrics),
         identities: Arc::clone(&settings.identities),
-        throttle: Throttle::new(settings.throttle),
+        throttle: Arc::new(Throttle::new(settings.throttle)),
         auth_timeout: settings.auth_timeout,
         max_pending_commands: settings.max_pending_commands,
         admission: Arc::clone(&settings.admission),
@@ -95,27 +102,38 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             Some(_) => "tls",
         };
         info!(listener = %l.name, mode, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        tokio::spawn(listener::accept_loop(socket, l, Arc::clone(&shared)));
+        tokio::spawn(listener::accept_loop(socket, l, Arc::clone(&live)));
     }
     let tls: Vec<_> = settings
         .listeners
         .iter()
         .filter_map(|l| l.tls.clone().map(|t| (l.name.clone(), t)))
         .collect();
-    tokio::spawn(reload_certificates_on_sighup(hup, tls, metrics));
+    tokio::spawn(reload_certificates_on_sighup(
+        hup,
+        tls,
+        Arc::clone(&metrics),
+    ));
+    let reloader = Reloader::new(path, Arc::clone(&live), &settings);
+    tokio::spawn(reloader.run(policy_hup, settings.watch_interval));
     if let Some(socket) = admin_socket {
         info!(address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin server listening");
+        let ready = admin::Readiness::new(Arc::clone(&live));
         tokio::spawn(async move {
-            if let Err(error) = admin::serve(socket, registry).await {
+            if let Err(error) = admin::serve(socket, registry, ready).await {
                 error!(%error, "admin server stopped");
             }
         });
     }
     info!(upstream = %settings.upstream.address, tls = settings.upstream.tls.is_some(), "asynq-guard ready");
     let upstream = Arc::clone(&settings.upstream);
+    let up = Arc::clone(&metrics);
     tokio::spawn(async move {
         match crate::upstream::probe(&upstream).await {
-            Ok(()) => info!("upstream Redis answers"),
+            Ok(()) => {
+                up.upstream_up.set(1);
+                info!("upstream Redis answers");
+            }
             Err(error) => {
                 warn!(%error, "upstream Redis is not usable yet; clients will get errors until it is")
             }
@@ -123,7 +141,33 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     });
 
     wait_for_signal().await;
-    info!("shutting down");
+    let grace = settings.shutdown_grace;
+    let gauges: Vec<_> = settings
+        .listeners
+        .iter()
+        .map(|l| metrics.open_gauge(&l.name))
+        .collect();
+    let open = || {
+        gauges
+            .iter()
+            .map(|g| usize::try_from(g.get()).unwrap_or(0))
+            .sum::<usize>()
+    };
+    info!(
+        open_connections = open(),
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; open ones close once their commands are answered"
+    );
+    live.close();
+    let left = crate::reload::drain(open, grace).await;
+    if left > 0 {
+        warn!(
+            open_connections = left,
+            "grace period over, closing the remaining connections"
+        );
+    } else {
+        info!("every connection closed");
+    }
     Ok(())
 }
 

@@ -87,10 +87,17 @@ impl Identity {
     /// Whether `secret` is one of the identity's secrets. Every stored
     /// hash is compared, in constant time, whatever the outcome.
     fn secret_matches(&self, secret: &[u8]) -> bool {
-        let digest: [u8; 32] = Sha256::digest(secret).into();
+        self.accepts_hash(&Sha256::digest(secret).into())
+    }
+
+    /// Whether `digest` is the SHA-256 of one of the identity's secrets
+    /// (compared as [`Identity::secret_matches`] does): a connection
+    /// logged in with a secret keeps its digest to be checked again
+    /// when the policy is reloaded.
+    pub fn accepts_hash(&self, digest: &[u8; 32]) -> bool {
         let mut found = subtle::Choice::from(0);
         for stored in &self.secret_hashes {
-            found |= stored.ct_eq(&digest);
+            found |= stored.ct_eq(digest);
         }
         found.into()
     }
@@ -237,7 +244,7 @@ pub enum CertIdentity {
 }
 
 /// Settings of the failed-authentication throttle.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleSettings {
     /// Failed attempts allowed per source address per minute; further
     /// attempts in that minute are refused without being checked.

@@ -71,6 +71,57 @@ pub struct ConfigFile {
     /// Task signatures: keys and queue modes.
     #[serde(default)]
     pub integrity: integrity::IntegrityFile,
+    /// Re-reading this file while running.
+    #[serde(default)]
+    pub reload: ReloadFile,
+    /// Stopping on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+}
+
+/// Policy reload: SIGHUP always re-reads the file; this also watches it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadFile {
+    /// How often the file is read to see whether it changed; 0 turns
+    /// watching off (SIGHUP still reloads). Default 2000.
+    #[serde(default = "default_watch_interval")]
+    pub watch_interval_ms: u64,
+}
+
+impl Default for ReloadFile {
+    fn default() -> Self {
+        ReloadFile {
+            watch_interval_ms: default_watch_interval(),
+        }
+    }
+}
+
+fn default_watch_interval() -> u64 {
+    2000
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    /// After SIGTERM or SIGINT, how long commands already received may
+    /// take to be answered before the remaining connections are closed.
+    /// Default 10.
+    #[serde(default = "default_grace")]
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        ShutdownFile {
+            grace_secs: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> u64 {
+    10
 }
 
 /// A grant of operations to an identity.
@@ -346,6 +397,13 @@ pub struct Settings {
     pub admission: Arc<Admission>,
     /// Task signatures.
     pub integrity: Arc<crate::integrity::Integrity>,
+    /// How often the file is checked for changes; `None`: SIGHUP only.
+    pub watch_interval: Option<Duration>,
+    /// How long shutdown waits for commands already received.
+    pub shutdown_grace: Duration,
+    /// Hex SHA-256 of the file as it was read (empty when not read from
+    /// a file).
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone)]
@@ -382,7 +440,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    validate(path, file)
+    let mut settings = validate(path, file)?;
+    settings.sha256 = crate::auth::hash_secret(text.as_bytes());
+    Ok(settings)
 }
 
 /// Turns a parsed file into settings; `path` is only used in errors and
@@ -487,6 +547,10 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> 
         warnings,
         admission: Arc::new(admission),
         integrity: Arc::new(integrity),
+        watch_interval: (file.reload.watch_interval_ms > 0)
+            .then(|| Duration::from_millis(file.reload.watch_interval_ms)),
+        shutdown_grace: Duration::from_secs(file.shutdown.grace_secs),
+        sha256: String::new(),
     })
 }
 

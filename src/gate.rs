@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sha2::Digest;
 use tracing::info;
 
 use crate::auth::{CertIdentity, Identity, PasswordCheck};
@@ -116,6 +117,9 @@ fn shown_name(user: &[u8], shared: &Shared) -> String {
     }
 }
 
+/// A connection's counter of one (operation, verdict) pair.
+type Counted = ((&'static str, &'static str), prometheus::IntCounter);
+
 /// What the gate knows of the connection it guards.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -124,6 +128,9 @@ pub struct Conn {
     /// Whether `HELLO 3` is accepted on this listener.
     pub resp3: bool,
     pub cert: CertIdentity,
+    /// The verified client certificate, matched again to the identities
+    /// of each reloaded policy.
+    pub cert_der: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// One connection's decision state.
@@ -131,6 +138,16 @@ pub struct Conn {
 pub struct Gate {
     conn: Conn,
     identity: Option<Arc<Identity>>,
+    /// SHA-256 of the secret the identity logged in with, checked again
+    /// against each reloaded policy.
+    secret_hash: Option<[u8; 32]>,
+    /// The policy generation the identity was last checked against.
+    generation: u64,
+    /// The asynq operation of the command being decided, for metrics.
+    op: &'static str,
+    /// This connection's command counters, by operation and verdict, for
+    /// the identity named first.
+    counted: (String, Vec<Counted>),
     in_multi: bool,
     multi_refused: bool,
     /// Which refusals the audit log has been told about.
@@ -147,6 +164,10 @@ impl Gate {
         let mut gate = Gate {
             conn: conn.clone(),
             identity: None,
+            secret_hash: None,
+            generation: 0,
+            op: "none",
+            counted: (String::new(), Vec::new()),
             in_multi: false,
             multi_refused: false,
             repeats: Repeats::new(conn.peer, conn.listener.clone()),
@@ -173,8 +194,99 @@ impl Gate {
         self.identity.as_ref()
     }
 
+    /// Checks the connection's identity against the policy of `shared`
+    /// when it is newer than the one it logged in under: an identity
+    /// removed from the policy, a secret no longer listed or a client
+    /// certificate that no longer matches ends the connection; otherwise
+    /// the identity's new grants apply from the next command on.
+    ///
+    /// # Errors
+    ///
+    /// Why the connection may not go on, for the client and the audit log.
+    pub fn recheck(&mut self, shared: &Shared) -> Result<(), String> {
+        if self.generation == shared.generation {
+            return Ok(());
+        }
+        self.generation = shared.generation;
+        if let Some(der) = &self.conn.cert_der {
+            self.conn.cert = shared.identities.for_certificate(der);
+        }
+        let Some(current) = self.identity.as_ref() else {
+            return Ok(());
+        };
+        let name = current.name.clone();
+        let Some(new) = shared.identities.get(&name) else {
+            return Err(format!(
+                "identity '{name}' is no longer in the policy (reloaded)"
+            ));
+        };
+        let shows_cert = matches!(&self.conn.cert, CertIdentity::Identity(c) if c.name == name);
+        if new.cert.is_some() && !shows_cert {
+            return Err(format!(
+                "identity '{name}' now needs a client certificate this connection did not show (policy reloaded)"
+            ));
+        }
+        if new.needs_secret() && !self.secret_hash.is_some_and(|h| new.accepts_hash(&h)) {
+            return Err(format!(
+                "the secret identity '{name}' logged in with is no longer accepted (policy reloaded)"
+            ));
+        }
+        self.identity = Some(Arc::clone(new));
+        Ok(())
+    }
+
+    /// Counts and audits a connection closed by [`Gate::recheck`].
+    pub fn revoked(&self, shared: &Shared, why: &str) {
+        let name = self.identity.as_ref().map_or("", |i| i.name.as_str());
+        shared
+            .metrics
+            .refusals
+            .with_label_values(&[name, "none", "revoked"])
+            .inc();
+        info!(target: AUDIT, event = "revoked", identity = name, why, client.addr = %self.conn.peer, listener = %self.conn.listener);
+    }
+
+    /// Counts the final decision on an authenticated identity's command
+    /// in `asynq_guard_decisions_total`.
+    pub fn count(&mut self, d: &Decision, shared: &Shared) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let verdict = match d {
+            Decision::Reply(r) | Decision::ReplyAfter(_, r) | Decision::ReplyAndClose(r) => {
+                if r.first() == Some(&b'-') {
+                    "refused"
+                } else {
+                    "answered"
+                }
+            }
+            _ => "forwarded",
+        };
+        if self.counted.0 != identity.name {
+            self.counted = (identity.name.clone(), Vec::new());
+        }
+        let key = (self.op, verdict);
+        if let Some((_, c)) = self.counted.1.iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        let c = shared
+            .metrics
+            .decisions
+            .with_label_values(&[&identity.name, self.op, verdict]);
+        c.inc();
+        self.counted.1.push((key, c));
+    }
+
     /// Decides what to do with `cmd`.
     pub fn decide(&mut self, cmd: &Command, c: &Classified, shared: &Shared) -> Decision {
+        self.op = "none";
+        if let Err(why) = self.recheck(shared) {
+            self.revoked(shared, &why);
+            return Decision::ReplyAndClose(error_reply(&format!(
+                "NOPERM asynq-guard: {why}; closing the connection"
+            )));
+        }
         let decision = self.check(cmd, c, shared);
         if self.in_multi && decision.refused() {
             self.multi_refused = true;
@@ -375,6 +487,9 @@ impl Gate {
                     // recording again would repeat the field in the span.
                     tracing::Span::current().record("identity", identity.name.as_str());
                 }
+                self.secret_hash = identity
+                    .needs_secret()
+                    .then(|| sha2::Sha256::digest(secret).into());
                 self.identity = Some(identity);
                 Ok(())
             }
@@ -473,6 +588,7 @@ impl Gate {
                 // certificate-only identity is the connection itself.
                 self.in_multi = false;
                 self.identity = self.certificate_login();
+                self.secret_hash = None;
             }
             _ => {}
         }

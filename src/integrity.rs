@@ -28,7 +28,7 @@ pub mod rollout;
 pub mod sign;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use glob::Pattern;
@@ -177,7 +177,7 @@ pub struct Integrity {
     /// Index in `keys` of the key that signs.
     signing: Option<usize>,
     rules: Vec<QueueRule>,
-    handed_out: Mutex<HashMap<(String, String), Signature>>,
+    handed_out: Arc<Mutex<HashMap<(String, String), Signature>>>,
 }
 
 impl Integrity {
@@ -194,7 +194,7 @@ impl Integrity {
             keys,
             signing,
             rules,
-            handed_out: Mutex::default(),
+            handed_out: Arc::default(),
         }
     }
 
@@ -336,6 +336,12 @@ impl Integrity {
             Carried::Quarantined => Err(Failure::Quarantined),
             Carried::None => Ok(Some(sign::with_carrier(&stripped, &self.sign(&msg)))),
         }
+    }
+
+    /// Keeps what `old` remembers of the tasks it handed out, when a
+    /// reloaded policy replaces it, so that their write-backs still check.
+    pub fn carry_over(&mut self, old: &Integrity) {
+        self.handed_out = Arc::clone(&old.handed_out);
     }
 
     fn remember(&self, queue: &str, id: &str, sig: Signature) {

@@ -16,7 +16,8 @@
 //! | step | module |
 //! |---|---|
 //! | configuration file, validated before start | [`config`], [`tls`] |
-//! | start-up, signals | [`app`] |
+//! | start-up, signals, graceful shutdown | [`app`] |
+//! | the policy in force, reloaded on SIGHUP and file change | [`reload`] |
 //! | accept connections, TLS and mutual TLS | [`listener`], [`tls`] |
 //! | one connection: ordering, pipelining, pub/sub | [`session`] |
 //! | per command: authenticate, refuse, rewrite | [`gate`], [`auth`], [`conceal`] |
@@ -51,6 +52,7 @@ pub mod integrity;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod resp;
 pub mod session;
 pub mod tls;

@@ -19,7 +19,8 @@ use tracing::{Instrument, debug, warn};
 use crate::auth::CertIdentity;
 use crate::config::ListenerSettings;
 use crate::gate::Conn;
-use crate::session::{self, Shared};
+use crate::reload::Live;
+use crate::session;
 
 /// Pause after a failed accept, so a full file table is not spun on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,14 +28,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A client must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts clients on `socket` until the task is dropped.
-pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, shared: Arc<Shared>) {
+/// Accepts clients on `socket` until the proxy begins to shut down; the
+/// socket is closed then, so new connections are refused.
+pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, live: Arc<Live>) {
     let name = settings.name.clone();
     let settings = Arc::new(settings);
-    let accepted = shared.metrics.connections_total.with_label_values(&[&name]);
-    let open = shared.metrics.open_gauge(&name);
+    let metrics = Arc::clone(&live.load().metrics);
+    let accepted = metrics.connections_total.with_label_values(&[&name]);
+    let open = metrics.open_gauge(&name);
+    let mut closing = live.closing();
     loop {
-        let (stream, peer) = match socket.accept().await {
+        let accept = tokio::select! {
+            accept = socket.accept() => accept,
+            _ = closing.wait_for(|c| *c) => return,
+        };
+        let (stream, peer) = match accept {
             Ok(conn) => conn,
             Err(error) => {
                 warn!(%error, listener = %name, "accept failed");
@@ -52,7 +60,7 @@ pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, shared
             identity = tracing::field::Empty
         );
         let guard = OpenConnection::new(open.clone(), peer);
-        let task = serve_connection(stream, peer, Arc::clone(&settings), Arc::clone(&shared));
+        let task = serve_connection(stream, peer, Arc::clone(&settings), Arc::clone(&live));
         tokio::spawn(
             async move {
                 task.await;
@@ -67,20 +75,22 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Arc<ListenerSettings>,
-    shared: Arc<Shared>,
+    live: Arc<Live>,
 ) {
     let mut conn = Conn {
         peer,
         listener: settings.name.clone(),
         resp3: settings.resp3,
         cert: CertIdentity::None,
+        cert_der: None,
     };
     let Some(tls) = &settings.tls else {
         let (read, write) = stream.into_split();
-        session::run(read, write, conn, shared).await;
+        session::run(read, write, conn, live).await;
         return;
     };
     let handshake = tls.acceptor().accept(stream);
+    let shared = live.load();
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -109,15 +119,19 @@ async fn serve_connection(
             .peer_certificates()
             .and_then(|c| c.first())
         {
-            Some(cert) => shared.identities.for_certificate(cert),
+            Some(cert) => {
+                conn.cert_der = Some(cert.clone().into_owned());
+                shared.identities.for_certificate(cert)
+            }
             None => CertIdentity::Unreadable,
         };
         if let CertIdentity::Identity(i) = &conn.cert {
             tracing::Span::current().record("identity", i.name.as_str());
         }
     }
+    drop(shared);
     let (read, write) = tokio::io::split(stream);
-    session::run(read, write, conn, shared).await;
+    session::run(read, write, conn, live).await;
 }
 
 /// Turns TCP keepalive on, as Redis does (`tcp-keepalive 300`), so that a

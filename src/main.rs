@@ -200,7 +200,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(asynq_guard::app::run(settings)) {
+            match runtime.block_on(asynq_guard::app::run(settings, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

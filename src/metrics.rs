@@ -36,6 +36,12 @@ pub struct Metrics {
     pub queue_tasks: IntGaugeVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    pub sessions: IntGaugeVec,
+    pub decisions: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
+    pub policy_info: IntGaugeVec,
+    pub policy_loaded_at: IntGauge,
+    pub upstream_up: IntGauge,
     commands_vec: IntCounterVec,
     /// One lazily created counter per known command, so that /metrics
     /// lists only the commands actually seen.
@@ -176,6 +182,48 @@ impl Metrics {
             &["queue"],
         )?;
         registry.register(Box::new(queue_tasks.clone()))?;
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "asynq_guard_client_sessions",
+                "Authenticated client connections open now, by the identity they first logged in as.",
+            ),
+            &["listener", "identity"],
+        )?;
+        registry.register(Box::new(sessions.clone()))?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_decisions_total",
+                "Commands of authenticated clients, by identity, asynq operation and verdict (forwarded, answered by the proxy, refused).",
+            ),
+            &["identity", "operation", "verdict"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "asynq_guard_policy_reloads_total",
+                "Policy reloads (SIGHUP or file change), by result: ok, error (the running policy stayed in force).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(policy_reloads.clone()))?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "asynq_guard_policy_info",
+                "1, labelled with the SHA-256 of the policy file in force.",
+            ),
+            &["sha256"],
+        )?;
+        registry.register(Box::new(policy_info.clone()))?;
+        let policy_loaded_at = IntGauge::new(
+            "asynq_guard_policy_loaded_timestamp_seconds",
+            "When the policy in force was loaded (Unix time).",
+        )?;
+        registry.register(Box::new(policy_loaded_at.clone()))?;
+        let upstream_up = IntGauge::new(
+            "asynq_guard_upstream_up",
+            "1 if the upstream Redis answered the last readiness check (start-up or /readyz), 0 if not.",
+        )?;
+        registry.register(Box::new(upstream_up.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
@@ -202,6 +250,7 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             tls_reloads.with_label_values(&[result]);
+            policy_reloads.with_label_values(&[result]);
         }
         let commands = crate::command::KNOWN_COMMANDS
             .iter()
@@ -223,6 +272,12 @@ impl Metrics {
             queue_tasks,
             tls_handshake_failures,
             tls_reloads,
+            sessions,
+            decisions,
+            policy_reloads,
+            policy_info,
+            policy_loaded_at,
+            upstream_up,
             commands_vec,
             commands,
             commands_other: OnceLock::new(),
@@ -256,6 +311,17 @@ impl Metrics {
             return queue.to_string();
         }
         "other".into()
+    }
+
+    /// Records that the policy file with this SHA-256 is in force.
+    pub fn policy_loaded(&self, sha256: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[sha256]).set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.policy_loaded_at
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
     pub fn open_gauge(&self, listener: &str) -> IntGauge {

@@ -35,6 +35,7 @@ use crate::conceal;
 use crate::config::UpstreamSettings;
 use crate::gate::{Conn, Decision, Gate, Outcomes, Pending, QueueOutcome};
 use crate::metrics::Metrics;
+use crate::reload::Live;
 use crate::resp::{Command, Limits, RequestError, RequestReader, error_reply};
 use crate::upstream::{self, UpstreamWrite};
 
@@ -61,11 +62,13 @@ const UPSTREAM_DOWN: &str = "ERR asynq-guard: upstream Redis unavailable";
 
 /// What every session shares.
 pub struct Shared {
+    /// Which policy this is: 1 at start, one more at each reload.
+    pub generation: u64,
     pub upstream: Arc<UpstreamSettings>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub identities: Arc<Identities>,
-    pub throttle: Throttle,
+    pub throttle: Arc<Throttle>,
     /// An unauthenticated client is closed after this long.
     pub auth_timeout: Duration,
     /// Most commands of one connection awaiting their replies.
@@ -86,7 +89,7 @@ pub(crate) async fn decide(
     c: &command::Classified,
     shared: &Shared,
 ) -> Decision {
-    match gate.decide(cmd, c, shared) {
+    let decision = match gate.decide(cmd, c, shared) {
         Decision::Admit(pending) => {
             let outcomes = ask_redis(&pending, shared).await;
             gate.settle(*pending, outcomes, shared)
@@ -96,7 +99,9 @@ pub(crate) async fn decide(
             gate.settle_stored(&check, stored, shared)
         }
         decision => decision,
-    }
+    };
+    gate.count(&decision, shared);
+    decision
 }
 
 /// Takes a token from each shared rate limit of a pending enqueue, in
@@ -197,11 +202,13 @@ pub(crate) enum Slot {
 ///
 /// No upstream connection is opened before the client has authenticated,
 /// so connections that never log in cost Redis nothing.
-pub async fn run<R, W>(mut client_read: R, mut client_write: W, conn: Conn, shared: Arc<Shared>)
+pub async fn run<R, W>(mut client_read: R, mut client_write: W, conn: Conn, live: Arc<Live>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let shared = live.load();
+    let listener = conn.listener.clone();
     let mut gate = Gate::new(conn);
     let mut reader = RequestReader::new(shared.limits_for(gate.identity().is_some()));
     let mut first = None;
@@ -225,6 +232,14 @@ where
         }
     }
 
+    let _open = gate.identity().map(|i| {
+        SessionGauge::new(
+            shared
+                .metrics
+                .sessions
+                .with_label_values(&[listener.as_str(), i.name.as_str()]),
+        )
+    });
     let (up_read, mut up_write) = match upstream::connect(&shared.upstream).await {
         Ok(halves) => halves,
         Err(error) => {
@@ -256,7 +271,7 @@ where
             gate,
             first,
         },
-        &shared,
+        &live,
     );
     let client_gone = Arc::new(AtomicBool::new(false));
     let replies = replies::relay_replies(
@@ -265,7 +280,7 @@ where
         rx,
         pending,
         Arc::clone(&client_gone),
-        &shared,
+        &live,
     );
     tokio::pin!(requests, replies);
     tokio::select! {
@@ -282,6 +297,23 @@ where
                 Err(_) => debug!("replies not drained in time, closing"),
             }
         }
+    }
+}
+
+/// An authenticated connection in `asynq_guard_client_sessions`, for as
+/// long as it is open.
+struct SessionGauge(prometheus::IntGauge);
+
+impl SessionGauge {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        SessionGauge(gauge)
+    }
+}
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -395,7 +427,7 @@ async fn forward_requests<R>(
     mut client: R,
     upstream: &mut UpstreamWrite,
     start: Requests,
-    shared: &Shared,
+    live: &Live,
 ) -> RequestEnd
 where
     R: AsyncRead + Unpin,
@@ -407,8 +439,11 @@ where
         mut gate,
         first,
     } = start;
+    let mut shared = live.load();
     let mut authenticated = gate.identity().is_some();
     let relogin = upstream::login_commands(&shared.upstream);
+    let mut changes = live.changes();
+    let mut closing = live.closing();
     let mut out = BytesMut::with_capacity(16 * 1024);
     if let Some((slot, raw)) = first {
         pending.fetch_add(1, Ordering::Relaxed);
@@ -423,12 +458,33 @@ where
     let mut buffered = reader.has_partial();
     loop {
         if !std::mem::take(&mut buffered) {
-            match client.read_buf(reader.buffer()).await {
-                Ok(0) => return RequestEnd::ClientClosed,
-                Ok(_) => {}
-                Err(e) => return RequestEnd::ClientError(e),
+            if *closing.borrow_and_update() {
+                return RequestEnd::Closing;
+            }
+            tokio::select! {
+                read = client.read_buf(reader.buffer()) => match read {
+                    Ok(0) => return RequestEnd::ClientClosed,
+                    Ok(_) => {}
+                    Err(e) => return RequestEnd::ClientError(e),
+                },
+                // Shutting down: what was received has been forwarded;
+                // the reply half answers it, then the connection closes.
+                _ = closing.changed() => return RequestEnd::Closing,
+                _ = changes.changed() => {
+                    // A reloaded policy: a connection whose identity it
+                    // no longer allows is closed at once, not at its next
+                    // command.
+                    shared = live.load();
+                    if let Err(why) = gate.recheck(&shared) {
+                        gate.revoked(&shared, &why);
+                        return RequestEnd::Closing;
+                    }
+                    continue;
+                }
             }
         }
+        shared = live.load();
+        let shared = &*shared;
         let mut batch = Vec::new();
         let mut end = None;
         loop {

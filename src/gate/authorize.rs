@@ -163,6 +163,7 @@ impl Gate {
             return Ok(Verdict::default());
         };
         if identity.raw {
+            self.op = "raw";
             return Ok(Verdict::default());
         }
         if c.name == Some("select") {
@@ -208,8 +209,10 @@ impl Gate {
             ..
         } = &access
         else {
+            self.op = "housekeeping";
             return Ok(Verdict::default());
         };
+        self.op = ops.first().map_or("none", |o| o.name());
         let caps = match policy::check(&identity.name, &identity.grants, &access) {
             Ok(caps) => caps,
             Err(refusal) => {

@@ -25,6 +25,7 @@ use crate::conceal;
 use crate::gate::AUDIT;
 use crate::integrity::{self, Integrity, replies::Fix};
 use crate::metrics::Metrics;
+use crate::reload::Live;
 use crate::resp::{Proto, PubSubWord, Reply, ReplyReader, SubKind, error_reply};
 use crate::upstream::UpstreamRead;
 
@@ -315,11 +316,12 @@ pub(super) async fn relay_replies<W>(
     mut slots: mpsc::UnboundedReceiver<Vec<Slot>>,
     pending: Arc<AtomicUsize>,
     client_gone: Arc<AtomicBool>,
-    shared: &Shared,
+    live: &Live,
 ) -> ReplyEnd
 where
     W: AsyncWrite + Unpin,
 {
+    let mut shared = live.load();
     let mut reader = ReplyReader::default();
     let mut st = ReplyState {
         queue: VecDeque::new(),
@@ -334,6 +336,13 @@ where
     let mut requests_done = false;
     let mut close = false;
     loop {
+        // Replies are checked under the policy in force when they come.
+        let now = live.load();
+        if now.generation != shared.generation {
+            st.integrity = Arc::clone(&now.integrity);
+            shared = now;
+        }
+        let shared = &*shared;
         if !st.fixes.is_empty() {
             apply_fixes(std::mem::take(&mut st.fixes), shared).await;
         }

@@ -143,9 +143,48 @@ impl Proxy {
         format!("127.0.0.1:{port}")
     }
 
-    /// Sends SIGHUP: the proxy re-reads its listeners' certificates.
+    /// Sends SIGHUP: the proxy re-reads its policy file and its
+    /// listeners' certificates.
     pub fn sighup(&self) {
         signal(&self.child, "HUP");
+    }
+
+    /// Sends SIGTERM: the proxy shuts down gracefully.
+    pub fn sigterm(&self) {
+        signal(&self.child, "TERM");
+    }
+
+    /// Waits for the process to end (after [`Proxy::sigterm`]) and
+    /// returns its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = Deadline::new("asynq-guard to exit");
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return status;
+            }
+            deadline.tick().await;
+        }
+    }
+
+    /// The policy file the proxy was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("asynq-guard.toml")
+    }
+
+    /// The policy file's text.
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(self.config_path()).expect("read the policy file")
+    }
+
+    /// Replaces the policy file the way an editor does: a new file
+    /// renamed over the old one.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("asynq-guard.toml.new");
+        fs::write(&tmp, text).expect("write the new policy file");
+        fs::rename(&tmp, self.config_path()).expect("rename the new policy file");
     }
 
     pub fn admin_address(&self) -> String {
