@@ -3,8 +3,9 @@
 //! [`ConfigFile`] mirrors the TOML (unknown keys are errors). [`load`]
 //! turns it into [`Settings`]: addresses resolved, the upstream password
 //! read from its file or environment variable, TLS material loaded. Every
-//! problem is reported before any port is bound, with the file and, where
-//! TOML gives one, the line. Secrets are held in [`Secret`], whose `Debug`
+//! problem found is reported before any port is bound, each as
+//! `<file>:<line>: <field>: <reason>` (the line from the spans of the TOML
+//! parser, see `source`). Secrets are held in [`Secret`], whose `Debug`
 //! never shows the value.
 
 use std::fmt;
@@ -31,14 +32,78 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {field}: {reason}")]
+    /// The file is not TOML, or not the shape of [`ConfigFile`] (unknown
+    /// keys, wrong types, missing keys).
+    #[error("{}", show(path, problems))]
+    Parse {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    /// Well-formed values that cannot be used: every one found.
+    #[error("{}", show(path, problems))]
     Invalid {
         path: PathBuf,
-        field: String,
-        reason: String,
+        problems: Vec<Problem>,
     },
+}
+
+impl ConfigError {
+    /// One message per problem, each starting `<file>:<line>:`; a syntax
+    /// error's message goes on with the line at fault, marked.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Parse { path, problems } | ConfigError::Invalid { path, problems } => {
+                problems.iter().map(|p| p.message(path)).collect()
+            }
+        }
+    }
+}
+
+fn show(path: &Path, problems: &[Problem]) -> String {
+    let messages: Vec<String> = problems.iter().map(|p| p.message(path)).collect();
+    messages.join("\n")
+}
+
+/// One problem in a configuration file, and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based; none when the setting at fault is not in the file (a
+    /// default, or a missing section).
+    pub line: Option<usize>,
+    /// 1-based; given for syntax errors only.
+    pub column: Option<usize>,
+    /// The setting at fault, such as `grant[2].queues[0]`; none for errors
+    /// of TOML syntax or shape, whose reason names the key.
+    pub field: Option<String>,
+    pub reason: String,
+    /// For syntax and shape errors: the line at fault, with a caret line
+    /// under the part in question.
+    pub snippet: Option<String>,
+}
+
+impl Problem {
+    /// `<file>:<line>[:<column>]: [<field>: ]<reason>`, then the snippet.
+    pub fn message(&self, path: &Path) -> String {
+        let mut out = path.display().to_string();
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+            if let Some(column) = self.column {
+                out.push_str(&format!(":{column}"));
+            }
+        }
+        out.push_str(": ");
+        if let Some(field) = &self.field {
+            out.push_str(field);
+            out.push_str(": ");
+        }
+        out.push_str(&self.reason);
+        if let Some(snippet) = &self.snippet {
+            out.push('\n');
+            out.push_str(snippet);
+        }
+        out
+    }
 }
 
 /// The TOML file as written.
@@ -430,131 +495,224 @@ pub struct UpstreamSettings {
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] naming the file, and the line or field at fault.
+/// A [`ConfigError`] naming the file, with every problem found and the
+/// line of each.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
-    let mut settings = validate(path, file)?;
-    settings.sha256 = crate::auth::hash_secret(text.as_bytes());
-    Ok(settings)
+    parse(path, &text)
 }
 
-/// Turns a parsed file into settings; `path` is only used in errors and
-/// to resolve nothing else (file paths inside are taken as written).
+/// Parses and validates `text`, the contents of the file at `path`
+/// (which is only named in messages: file paths inside are taken as
+/// written).
 ///
 /// # Errors
 ///
-/// A [`ConfigError::Invalid`] for the first field at fault.
-pub fn validate(path: &Path, file: ConfigFile) -> Result<Settings, ConfigError> {
-    let invalid = |field: &str, reason: String| ConfigError::Invalid {
+/// [`ConfigError::Parse`] for TOML syntax or shape errors (every one
+/// found), else [`ConfigError::Invalid`] for every value that cannot be
+/// used.
+pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let parse_error = |problems| ConfigError::Parse {
         path: path.to_owned(),
-        field: field.to_string(),
+        problems,
+    };
+    let source = source::Source::parse(text).map_err(parse_error)?;
+    let file = source.config().map_err(parse_error)?;
+    let located = |(field, reason): FieldError| Problem {
+        line: source.line_of(&field),
+        column: None,
+        field: Some(field),
         reason,
+        snippet: None,
     };
-
-    let listeners = validate_listeners(&file.listener).map_err(|(f, r)| invalid(&f, r))?;
-
-    let admin = match file.admin.address.trim() {
-        "" => None,
-        a => Some(a.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "admin.address",
-                format!("{a:?} is not ip:port, with a literal IP such as 127.0.0.1 ({e})"),
-            )
-        })?),
-    };
-
-    let taken = admin.and_then(|a| listeners.iter().find(|l| clash(l.address, a)));
-    if let Some(l) = taken {
-        return Err(invalid(
-            "admin.address",
-            format!("{} is also listener {:?}", l.address, l.name),
-        ));
-    }
-
-    let l = &file.limits;
-    for (field, value) in [
-        ("limits.max_bulk_bytes", l.max_bulk_bytes),
-        ("limits.max_args", l.max_args),
-        ("limits.max_buffer_bytes", l.max_buffer_bytes),
-        ("limits.max_pending_commands", l.max_pending_commands),
-        ("auth.timeout_secs", file.auth.timeout_secs as usize),
-    ] {
-        if value == 0 {
-            return Err(invalid(field, "must be greater than 0".into()));
+    match validate(file) {
+        Ok((mut settings, warnings)) => {
+            settings.sha256 = crate::auth::hash_secret(text.as_bytes());
+            settings.warnings = warnings
+                .into_iter()
+                .map(|w| located(w).message(path))
+                .collect();
+            Ok(settings)
+        }
+        Err(errors) => {
+            let mut problems: Vec<Problem> = errors.into_iter().map(located).collect();
+            problems.sort_by_key(|p| p.line);
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
         }
     }
-    if l.max_buffer_bytes < l.max_bulk_bytes {
-        return Err(invalid(
-            "limits.max_buffer_bytes",
-            "must be at least limits.max_bulk_bytes".into(),
-        ));
-    }
-    let limits = Limits {
-        max_bulk_bytes: l.max_bulk_bytes,
-        max_args: l.max_args,
-        max_buffer_bytes: l.max_buffer_bytes,
-    };
+}
 
-    let mut identities = validate_identities(&file.identity).map_err(|(f, r)| invalid(&f, r))?;
+/// A setting at fault (`grant[2].queues[0]`) and why.
+type FieldError = (String, String);
+
+/// Keeps the value, or records why there is none.
+fn keep<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
+/// Turns a parsed file into settings, and the warnings about it.
+///
+/// Each section is validated even when an earlier one failed, and each
+/// `[[listener]]`, `[[identity]]`, `[[grant]]`, `[[rate_limit]]`,
+/// `[[queue_cap]]`, `[[integrity.key]]` and `[[integrity.queues]]` on its
+/// own, so that every problem is reported at once. Within one table, only
+/// the first problem is: later checks of a table often assume the earlier
+/// ones passed.
+fn validate(file: ConfigFile) -> Result<(Settings, Vec<FieldError>), Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = Vec::new();
+
+    let listeners = validate_listeners(&file.listener, &mut errors);
+    let admin = keep(&mut errors, validate_admin(&file.admin, &listeners)).flatten();
+    validate_limits(&file.limits, &mut errors);
+    let limits = Limits {
+        max_bulk_bytes: file.limits.max_bulk_bytes,
+        max_args: file.limits.max_args,
+        max_buffer_bytes: file.limits.max_buffer_bytes,
+    };
+    for (field, zero) in [
+        ("auth.timeout_secs", file.auth.timeout_secs == 0),
+        (
+            "auth.max_failures_per_minute",
+            file.auth.max_failures_per_minute == 0,
+        ),
+    ] {
+        if zero {
+            errors.push((field.into(), "must be greater than 0".into()));
+        }
+    }
+
+    let mut identities = validate_identities(&file.identity, &mut errors);
     let default_caps = Caps {
         max_payload_bytes: file.limits.max_payload_bytes,
         max_message_bytes: file.limits.max_message_bytes,
     };
-    apply_grants(&mut identities, &file.grant, default_caps).map_err(|(f, r)| invalid(&f, r))?;
-    let admission =
-        admission::validate(&file.rate_limit, &file.queue_cap, &identities, default_caps)
-            .map_err(|(f, r)| invalid(&f, r))?;
-    let integrity = integrity::validate(&file.integrity).map_err(|(f, r)| invalid(&f, r))?;
+    apply_grants(&mut identities, &file.grant, default_caps, &mut errors);
+    let admission = admission::validate(
+        &file.rate_limit,
+        &file.queue_cap,
+        &identities,
+        default_caps,
+        &mut errors,
+    );
+    let integrity = integrity::validate(&file.integrity, &mut errors);
+    let upstream = validate_upstream(file.upstream, &mut errors);
+
     let warnings = identities
         .iter()
-        .filter(|i| !i.raw && i.grants.is_empty())
-        .map(|i| {
-            format!(
-                "identity {:?} has no [[grant]]: it can log in, but every asynq command it sends will be refused",
-                i.name
+        .enumerate()
+        .filter(|(_, id)| !id.raw && id.grants.is_empty())
+        .map(|(i, id)| {
+            (
+                format!("identity[{i}].name"),
+                format!(
+                    "identity {:?} has no [[grant]]: it can log in, but every asynq command it sends will be refused",
+                    id.name
+                ),
             )
         })
         .collect();
-    let identities = Identities::new(identities);
-    if file.auth.max_failures_per_minute == 0 {
-        return Err(invalid(
-            "auth.max_failures_per_minute",
-            "must be greater than 0".into(),
-        ));
-    }
-    let throttle = ThrottleSettings {
-        max_failures_per_minute: file.auth.max_failures_per_minute,
-        failure_delay: Duration::from_millis(file.auth.failure_delay_ms),
+    let (Some(upstream), Some(integrity), true) = (upstream, integrity, errors.is_empty()) else {
+        return Err(errors);
     };
-
-    let upstream = validate_upstream(file.upstream).map_err(|(f, r)| invalid(&f, r))?;
-    Ok(Settings {
+    let settings = Settings {
         listeners,
-        identities: Arc::new(identities),
-        throttle,
+        identities: Arc::new(Identities::new(identities)),
+        throttle: ThrottleSettings {
+            max_failures_per_minute: file.auth.max_failures_per_minute,
+            failure_delay: Duration::from_millis(file.auth.failure_delay_ms),
+        },
         upstream: Arc::new(upstream),
         admin,
         limits,
         max_pending_commands: file.limits.max_pending_commands,
         auth_timeout: Duration::from_secs(file.auth.timeout_secs),
-        warnings,
+        warnings: Vec::new(),
         admission: Arc::new(admission),
         integrity: Arc::new(integrity),
         watch_interval: (file.reload.watch_interval_ms > 0)
             .then(|| Duration::from_millis(file.reload.watch_interval_ms)),
         shutdown_grace: Duration::from_secs(file.shutdown.grace_secs),
         sha256: String::new(),
-    })
+    };
+    Ok((settings, warnings))
 }
 
-type FieldError = (String, String);
+fn validate_admin(
+    file: &AdminFile,
+    listeners: &[ListenerSettings],
+) -> Result<Option<SocketAddr>, FieldError> {
+    let field = "admin.address".to_string();
+    let address = match file.address.trim() {
+        "" => return Ok(None),
+        a => a.parse::<SocketAddr>().map_err(|e| {
+            (
+                field.clone(),
+                format!("{a:?} is not ip:port, with a literal IP such as 127.0.0.1 ({e})"),
+            )
+        })?,
+    };
+    if let Some(l) = listeners.iter().find(|l| clash(l.address, address)) {
+        return Err((
+            field,
+            format!("{} is also listener {:?}", l.address, l.name),
+        ));
+    }
+    Ok(Some(address))
+}
+
+fn validate_limits(l: &LimitsFile, errors: &mut Vec<FieldError>) {
+    for (field, zero) in [
+        ("max_bulk_bytes", l.max_bulk_bytes == 0),
+        ("max_args", l.max_args == 0),
+        ("max_buffer_bytes", l.max_buffer_bytes == 0),
+        ("max_pending_commands", l.max_pending_commands == 0),
+    ] {
+        if zero {
+            errors.push((format!("limits.{field}"), "must be greater than 0".into()));
+        }
+    }
+    if l.max_buffer_bytes != 0 && l.max_buffer_bytes < l.max_bulk_bytes {
+        errors.push((
+            "limits.max_buffer_bytes".into(),
+            format!(
+                "{} is less than limits.max_bulk_bytes ({}): a largest argument would not fit",
+                l.max_buffer_bytes, l.max_bulk_bytes
+            ),
+        ));
+    }
+    if let Err(e) = size_caps("limits", l.max_payload_bytes, l.max_message_bytes) {
+        errors.push(e);
+    }
+}
+
+/// The task size caps set in one table (`limits` or `grant[i]`) must not
+/// contradict each other: a message holds its payload, so a payload cap
+/// above the message cap could never apply.
+fn size_caps(table: &str, payload: Option<u64>, message: Option<u64>) -> Result<(), FieldError> {
+    if message == Some(0) {
+        return Err((
+            format!("{table}.max_message_bytes"),
+            "must be at least 1 (no task message is empty)".into(),
+        ));
+    }
+    if let (Some(p), Some(m)) = (payload, message)
+        && p > m
+    {
+        return Err((
+            format!("{table}.max_payload_bytes"),
+            format!(
+                "{p} is more than max_message_bytes ({m}) of the same table, and a message holds its payload"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Whether two listen addresses cannot both be bound: the same port, and
 /// the same address or a wildcard (0.0.0.0, [::]) on either side.
@@ -562,77 +720,135 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn validate_listeners(files: &[ListenerFile]) -> Result<Vec<ListenerSettings>, FieldError> {
+fn validate_listeners(
+    files: &[ListenerFile],
+    errors: &mut Vec<FieldError>,
+) -> Vec<ListenerSettings> {
     if files.is_empty() {
-        return Ok(vec![ListenerSettings {
+        return vec![ListenerSettings {
             name: "default".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 6380)),
             resp3: true,
             tls: None,
-        }]);
+        }];
     }
     let mut out: Vec<ListenerSettings> = Vec::new();
     for (i, l) in files.iter().enumerate() {
-        let field = format!("listener[{i}].address");
-        let address = l.address.parse::<SocketAddr>().map_err(|e| {
-            (
-                field.clone(),
-                format!("{:?} is not ip:port ({e})", l.address),
-            )
-        })?;
-        if let Some(other) = out.iter().find(|o| clash(o.address, address)) {
-            return Err((
-                field,
-                format!("{address} is also listener {:?}", other.name),
-            ));
-        }
-        let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
-        if out.iter().any(|o| o.name == name) {
-            return Err((
-                format!("listener[{i}].name"),
-                format!("{name:?} is used twice"),
-            ));
-        }
-        let tls = match &l.tls {
-            None => None,
-            Some(t) => Some(Arc::new(
-                tls::ListenerTls::load(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
-                    .map_err(|e| (format!("listener[{i}].tls"), e.to_string()))?,
-            )),
-        };
-        out.push(ListenerSettings {
-            name,
-            address,
-            resp3: l.resp3,
-            tls,
+        let valid = validate_listener(i, l, &out).and_then(|mut listener| {
+            if let Some(t) = &l.tls {
+                let files = [
+                    ("cert_file", Some(t.cert_file.as_path())),
+                    ("key_file", Some(t.key_file.as_path())),
+                    ("client_ca_file", t.client_ca_file.as_deref()),
+                ];
+                let prefix = format!("listener[{i}].tls");
+                let tls = load_tls(&prefix, &files, || {
+                    tls::ListenerTls::load(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                });
+                listener.tls = Some(Arc::new(tls?));
+            }
+            Ok(listener)
         });
+        match valid {
+            Ok(listener) => out.push(listener),
+            Err(mut e) => errors.append(&mut e),
+        }
     }
-    Ok(out)
+    out
+}
+
+/// A listener's address and name; its TLS is loaded by the caller.
+fn validate_listener(
+    i: usize,
+    l: &ListenerFile,
+    earlier: &[ListenerSettings],
+) -> Result<ListenerSettings, Vec<FieldError>> {
+    let field = format!("listener[{i}].address");
+    let address = l.address.parse::<SocketAddr>().map_err(|e| {
+        vec![(
+            field.clone(),
+            format!("{:?} is not ip:port ({e})", l.address),
+        )]
+    })?;
+    if let Some(other) = earlier.iter().find(|o| clash(o.address, address)) {
+        return Err(vec![(
+            field,
+            format!("{address} is also listener {:?}", other.name),
+        )]);
+    }
+    let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+    if earlier.iter().any(|o| o.name == name) {
+        return Err(vec![(
+            format!("listener[{i}].name"),
+            format!("{name:?} is used twice"),
+        )]);
+    }
+    Ok(ListenerSettings {
+        name,
+        address,
+        resp3: l.resp3,
+        tls: None,
+    })
+}
+
+/// Loads TLS material once every file named (`files`: key in the table
+/// under `prefix`, path) can be opened; each that cannot is an error of
+/// its own key, with the system's reason. A file that opens but does not
+/// load is an error of its key too.
+fn load_tls<T>(
+    prefix: &str,
+    files: &[(&str, Option<&Path>)],
+    load: impl FnOnce() -> Result<T, tls::TlsError>,
+) -> Result<T, Vec<FieldError>> {
+    let unreadable: Vec<FieldError> = files
+        .iter()
+        .filter_map(|(key, path)| {
+            let path = (*path)?;
+            let e = std::fs::File::open(path).err()?;
+            Some((
+                format!("{prefix}.{key}"),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(unreadable);
+    }
+    load().map_err(|e| {
+        let key = match &e {
+            tls::TlsError::File { path, .. } => files
+                .iter()
+                .find(|(_, p)| p.is_some_and(|p| p.display().to_string() == *path)),
+            tls::TlsError::Config(_) => None,
+        };
+        let field = key.map_or_else(|| prefix.to_string(), |(k, _)| format!("{prefix}.{k}"));
+        vec![(field, e.to_string())]
+    })
 }
 
 fn apply_grants(
     identities: &mut [Identity],
     grants: &[GrantFile],
     default_caps: Caps,
-) -> Result<(), FieldError> {
+    errors: &mut Vec<FieldError>,
+) {
     for (i, g) in grants.iter().enumerate() {
         let Some(identity) = identities.iter_mut().find(|id| id.name == g.identity) else {
-            return Err((
+            errors.push((
                 format!("grant[{i}].identity"),
                 format!("{:?} is not a defined [[identity]]", g.identity),
             ));
+            continue;
         };
-        let grant = validate_grant(i, g, &mut identity.raw, default_caps).map_err(|(f, r)| {
-            (
+        match validate_grant(i, g, &mut identity.raw, default_caps) {
+            Ok(Some(grant)) => identity.grants.push(grant),
+            Ok(None) => {}
+            Err((f, r)) => errors.push((
                 f,
                 format!("{r} (in the grant to identity {:?})", g.identity),
-            )
-        })?;
-        if let Some(grant) = grant {
-            identity.grants.push(grant);
+            )),
         }
     }
-    Ok(())
 }
 
 /// One `[[grant]]`; `None` when it is `raw` only.
@@ -709,20 +925,38 @@ fn validate_grant(
             "size caps apply to \"enqueue\" only, which this grant does not give".into(),
         ));
     }
+    size_caps(
+        &format!("grant[{i}]"),
+        g.max_payload_bytes,
+        g.max_message_bytes,
+    )?;
     Ok(Some(Grant {
         caps: Caps {
             max_payload_bytes: g.max_payload_bytes.or(default_caps.max_payload_bytes),
             max_message_bytes: g.max_message_bytes.or(default_caps.max_message_bytes),
         },
         ops,
-        queues: patterns(&format!("grant[{i}].queues"), &g.queues, true)?,
-        task_types: patterns(&format!("grant[{i}].task_types"), &g.task_types, false)?,
+        queues: patterns(&format!("grant[{i}].queues"), &g.queues, Names::Queues)?,
+        task_types: patterns(
+            &format!("grant[{i}].task_types"),
+            &g.task_types,
+            Names::Other,
+        )?,
     }))
 }
 
-/// Parses glob patterns; queue patterns may not hold hash-tag braces,
-/// which no accepted queue name has.
-fn patterns(field: &str, list: &[String], queues: bool) -> Result<Vec<Pattern>, FieldError> {
+/// What a list of glob patterns matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// Queue names, which never hold `{` or `}` (asynq's Redis hash-tag
+    /// braces), so a pattern with them could match nothing.
+    Queues,
+    /// Task types or other names.
+    Other,
+}
+
+/// Parses glob patterns (`field[k]` names the one at fault).
+fn patterns(field: &str, list: &[String], names: Names) -> Result<Vec<Pattern>, FieldError> {
     list.iter()
         .enumerate()
         .map(|(k, text)| {
@@ -733,10 +967,12 @@ fn patterns(field: &str, list: &[String], queues: bool) -> Result<Vec<Pattern>, 
             if text.trim() != text {
                 return Err((f, format!("{text:?} has leading or trailing spaces")));
             }
-            if queues && (text.contains('{') || text.contains('}')) {
+            if names == Names::Queues && text.contains(['{', '}']) {
                 return Err((
                     f,
-                    format!("{text:?}: queue names may not contain '{{' or '}}'"),
+                    format!(
+                        "{text:?} is not a valid queue glob: queue names may not contain '{{' or '}}'"
+                    ),
                 ));
             }
             Pattern::new(text).map_err(|e| (f, format!("{text:?} is not a valid pattern ({e})")))
@@ -744,142 +980,167 @@ fn patterns(field: &str, list: &[String], queues: bool) -> Result<Vec<Pattern>, 
         .collect()
 }
 
-fn validate_identities(files: &[IdentityFile]) -> Result<Vec<Identity>, FieldError> {
+/// Every `[[identity]]`. One that is invalid is still listed (by name
+/// only, with no way to log in), so that grants naming it are not
+/// reported as naming an unknown identity too.
+fn validate_identities(files: &[IdentityFile], errors: &mut Vec<FieldError>) -> Vec<Identity> {
     if files.is_empty() {
-        return Err((
+        errors.push((
             "identity".into(),
             "no [[identity]] is defined, so no client could authenticate".into(),
         ));
     }
     let mut list: Vec<Identity> = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let field = |k: &str| format!("identity[{i}].{k}");
-        let valid_name = !f.name.is_empty()
-            && f.name.len() <= 128
-            && f.name.chars().all(|c| c.is_ascii_graphic());
-        if !valid_name {
-            return Err((
-                field("name"),
-                format!(
-                    "{:?} must be 1 to 128 printable ASCII characters without spaces",
-                    f.name
-                ),
-            ));
-        }
-        if list.iter().any(|o| o.name == f.name) {
-            return Err((field("name"), format!("{:?} is defined twice", f.name)));
-        }
-        let mut hashes = Vec::new();
-        for (j, h) in f.secret_sha256.iter().enumerate() {
-            let hash = crate::auth::parse_hash(h).ok_or_else(|| {
-                (
-                    format!("identity[{i}].secret_sha256[{j}]"),
-                    "must be 64 hex digits (the output of asynq-guard hash-secret)".into(),
-                )
-            })?;
-            if crate::auth::hash_secret(b"").eq_ignore_ascii_case(h) {
-                return Err((
-                    format!("identity[{i}].secret_sha256[{j}]"),
-                    "is the hash of an empty secret".into(),
-                ));
-            }
-            hashes.push(hash);
-        }
-        let cert = match &f.cert {
-            None => None,
-            Some(text) => Some(CertMatch::parse(text).ok_or_else(|| {
-                (
-                    field("cert"),
-                    format!("{text:?} must be cn:NAME, dns:NAME or uri:URI"),
-                )
-            })?),
-        };
-        if hashes.is_empty() && cert.is_none() {
-            return Err((
-                field("secret_sha256"),
-                format!("identity {:?} needs secret_sha256, cert, or both", f.name),
-            ));
-        }
-        let taken = cert.as_ref().and_then(|c| {
-            list.iter()
-                .find(|o| o.cert.as_ref() == Some(c))
-                .map(|o| (c, o))
+        let identity = validate_identity(i, f, &list).unwrap_or_else(|e| {
+            errors.push(e);
+            Identity::new(f.name.clone(), Vec::new(), None)
         });
-        if let Some((c, other)) = taken {
-            return Err((
-                field("cert"),
-                format!(
-                    "{c} is already the certificate of identity {:?}",
-                    other.name
-                ),
-            ));
-        }
-        list.push(Identity::new(f.name.clone(), hashes, cert));
+        list.push(identity);
     }
-    Ok(list)
+    list
 }
 
-fn validate_upstream(file: UpstreamFile) -> Result<UpstreamSettings, FieldError> {
-    let field = |f: &str| format!("upstream.{f}");
-    let host = split_host(&file.address).ok_or_else(|| {
-        (
-            field("address"),
-            format!("{:?} is not host:port", file.address),
-        )
-    })?;
-
-    let password = match (&file.password_file, &file.password_env) {
-        (Some(_), Some(_)) => {
+fn validate_identity(
+    i: usize,
+    f: &IdentityFile,
+    earlier: &[Identity],
+) -> Result<Identity, FieldError> {
+    let field = |k: &str| format!("identity[{i}].{k}");
+    let valid_name =
+        !f.name.is_empty() && f.name.len() <= 128 && f.name.chars().all(|c| c.is_ascii_graphic());
+    if !valid_name {
+        return Err((
+            field("name"),
+            format!(
+                "{:?} must be 1 to 128 printable ASCII characters without spaces",
+                f.name
+            ),
+        ));
+    }
+    if earlier.iter().any(|o| o.name == f.name) {
+        return Err((field("name"), format!("{:?} is defined twice", f.name)));
+    }
+    let mut hashes = Vec::new();
+    for (j, h) in f.secret_sha256.iter().enumerate() {
+        // The value is never shown: it is only a hash, but a secret
+        // pasted here by mistake would be.
+        let hash = crate::auth::parse_hash(h).ok_or_else(|| {
+            (
+                format!("identity[{i}].secret_sha256[{j}]"),
+                format!(
+                    "must be 64 hex digits (the output of asynq-guard hash-secret); this one is {} characters{}",
+                    h.chars().count(),
+                    if h.chars().all(|c| c.is_ascii_hexdigit()) { "" } else { ", not all hex digits" }
+                ),
+            )
+        })?;
+        if crate::auth::hash_secret(b"").eq_ignore_ascii_case(h) {
             return Err((
-                field("password_file"),
-                "set password_file or password_env, not both".into(),
+                format!("identity[{i}].secret_sha256[{j}]"),
+                "is the hash of an empty secret".into(),
             ));
         }
-        (Some(p), None) => Some(read_password_file(p).map_err(|r| (field("password_file"), r))?),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Some(Secret(v)),
-            Ok(_) => {
-                return Err((
-                    field("password_env"),
-                    format!("environment variable {var} is empty"),
-                ));
-            }
-            Err(_) => {
-                return Err((
-                    field("password_env"),
-                    format!("environment variable {var} is not set"),
-                ));
-            }
-        },
-        (None, None) => None,
+        hashes.push(hash);
+    }
+    let cert = match &f.cert {
+        None => None,
+        Some(text) => Some(CertMatch::parse(text).ok_or_else(|| {
+            (
+                field("cert"),
+                format!("{text:?} must be cn:NAME, dns:NAME or uri:URI"),
+            )
+        })?),
     };
-    if file.username.is_some() && password.is_none() {
+    if hashes.is_empty() && cert.is_none() {
         return Err((
+            field("secret_sha256"),
+            format!("identity {:?} needs secret_sha256, cert, or both", f.name),
+        ));
+    }
+    let taken = cert
+        .as_ref()
+        .and_then(|c| earlier.iter().find(|o| o.cert.as_ref() == Some(c)));
+    if let (Some(c), Some(other)) = (&cert, taken) {
+        return Err((
+            field("cert"),
+            format!(
+                "{c} is already the certificate of identity {:?}",
+                other.name
+            ),
+        ));
+    }
+    Ok(Identity::new(f.name.clone(), hashes, cert))
+}
+
+/// `[upstream]`; none when any of it is invalid (each problem recorded).
+fn validate_upstream(file: UpstreamFile, errors: &mut Vec<FieldError>) -> Option<UpstreamSettings> {
+    let before = errors.len();
+    let field = |f: &str| format!("upstream.{f}");
+    let host = split_host(&file.address);
+    if host.is_none() {
+        errors.push((
+            field("address"),
+            format!("{:?} is not host:port", file.address),
+        ));
+    }
+
+    let password = match (&file.password_file, &file.password_env) {
+        (Some(_), Some(_)) => Err((
+            field("password_file"),
+            "set password_file or password_env, not both".into(),
+        )),
+        (Some(p), None) => read_password_file(p)
+            .map(Some)
+            .map_err(|r| (field("password_file"), r)),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            Ok(_) => Err((
+                field("password_env"),
+                format!("environment variable {var} is empty"),
+            )),
+            Err(_) => Err((
+                field("password_env"),
+                format!("environment variable {var} is not set"),
+            )),
+        },
+        (None, None) => Ok(None),
+    };
+    let given = file.password_file.is_some() || file.password_env.is_some();
+    let password = keep(errors, password).flatten();
+    if file.username.is_some() && !given {
+        errors.push((
             field("username"),
             "a username needs a password (password_file or password_env)".into(),
         ));
     }
     if file.connect_timeout_ms == 0 {
-        return Err((field("connect_timeout_ms"), "must be greater than 0".into()));
+        errors.push((field("connect_timeout_ms"), "must be greater than 0".into()));
     }
 
-    let tls = match file.tls {
-        None => None,
-        Some(t) => {
-            let server_name = t.server_name.clone().unwrap_or_else(|| host.to_string());
-            Some(
-                tls::UpstreamTls::load(
-                    &t.ca_file,
-                    &server_name,
-                    t.client_cert_file.as_deref(),
-                    t.client_key_file.as_deref(),
-                )
-                .map_err(|e| (field("tls"), e.to_string()))?,
+    let tls = file.tls.as_ref().and_then(|t| {
+        let server_name = t
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.unwrap_or_default().to_string());
+        let files = [
+            ("ca_file", Some(t.ca_file.as_path())),
+            ("client_cert_file", t.client_cert_file.as_deref()),
+            ("client_key_file", t.client_key_file.as_deref()),
+        ];
+        load_tls(&field("tls"), &files, || {
+            tls::UpstreamTls::load(
+                &t.ca_file,
+                &server_name,
+                t.client_cert_file.as_deref(),
+                t.client_key_file.as_deref(),
             )
-        }
-    };
+        })
+        .map_err(|mut e| errors.append(&mut e))
+        .ok()
+    });
 
-    Ok(UpstreamSettings {
+    (errors.len() == before).then_some(UpstreamSettings {
         address: file.address,
         username: file.username,
         password,
@@ -910,5 +1171,6 @@ fn split_host(address: &str) -> Option<&str> {
 
 mod admission;
 mod integrity;
+mod source;
 #[cfg(test)]
 mod tests;

@@ -80,13 +80,22 @@ fn check(config: PathBuf) -> ExitCode {
     match asynq_guard::config::load(&config) {
         Ok(settings) => {
             for w in &settings.warnings {
-                eprintln!("warning: {}: {w}", config.display());
+                eprintln!("warning: {w}");
             }
             println!("{}: ok", config.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            let messages = e.messages();
+            for m in &messages {
+                eprintln!("{m}");
+            }
+            let n = messages.len();
+            eprintln!(
+                "error: {}: {n} problem{}; the configuration is not usable",
+                config.display(),
+                if n == 1 { "" } else { "s" }
+            );
             ExitCode::from(2)
         }
     }
@@ -117,7 +126,9 @@ fn sign_existing(config: PathBuf) -> ExitCode {
     let settings = match asynq_guard::config::load(&config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            for m in e.messages() {
+                eprintln!("{m}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -184,12 +195,15 @@ fn main() -> ExitCode {
             let settings = match asynq_guard::config::load(&config) {
                 Ok(s) => {
                     for w in &s.warnings {
-                        tracing::warn!(config = %config.display(), "{w}");
+                        tracing::warn!("{w}");
                     }
                     s
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "invalid configuration");
+                    // One event per problem, each the line `check` prints.
+                    for m in e.messages() {
+                        tracing::error!("invalid configuration: {m}");
+                    }
                     return ExitCode::from(2);
                 }
             };

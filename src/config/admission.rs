@@ -1,10 +1,9 @@
 //! The `[[rate_limit]]` tables of the policy file: read, validated, and
 //! turned into the limiters of [`crate::admission`].
 
-use glob::Pattern;
 use serde::Deserialize;
 
-use super::FieldError;
+use super::{FieldError, Names, patterns};
 use crate::admission::{Admission, Caps, OnFailure, QueueCap, RateLimit, Scope};
 use crate::auth::Identity;
 
@@ -64,128 +63,145 @@ pub struct QueueCapFile {
     pub count_aggregating: bool,
 }
 
-/// Validates every `[[queue_cap]]`.
-pub fn validate_caps(files: &[QueueCapFile]) -> Result<Vec<QueueCap>, FieldError> {
-    files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if f.queues.is_empty() {
-                return Err((format!("queue_cap[{i}].queues"), "is empty".into()));
-            }
-            if f.max_tasks == 0 {
-                return Err((
-                    format!("queue_cap[{i}].max_tasks"),
-                    "must be at least 1 (a queue that takes nothing needs no grant instead)".into(),
-                ));
-            }
-            Ok(QueueCap {
-                queues: patterns(&format!("queue_cap[{i}].queues"), &f.queues)?,
-                max_tasks: f.max_tasks,
-                scheduled: f.count_scheduled,
-                retry: f.count_retry,
-                aggregating: f.count_aggregating,
-            })
-        })
-        .collect()
+/// One `[[queue_cap]]`.
+fn validate_cap(i: usize, f: &QueueCapFile) -> Result<QueueCap, FieldError> {
+    if f.queues.is_empty() {
+        return Err((format!("queue_cap[{i}].queues"), "is empty".into()));
+    }
+    if f.max_tasks == 0 {
+        return Err((
+            format!("queue_cap[{i}].max_tasks"),
+            "must be at least 1 (a queue that takes nothing needs no grant instead)".into(),
+        ));
+    }
+    Ok(QueueCap {
+        queues: patterns(&format!("queue_cap[{i}].queues"), &f.queues, Names::Queues)?,
+        max_tasks: f.max_tasks,
+        scheduled: f.count_scheduled,
+        retry: f.count_retry,
+        aggregating: f.count_aggregating,
+    })
 }
 
-/// Validates every `[[rate_limit]]` against the identities, and the
-/// `[[queue_cap]]`s.
+/// Validates every `[[rate_limit]]` against the identities, and every
+/// `[[queue_cap]]`, each on its own: the admission returned holds those
+/// that are valid, and `errors` why the others are not.
 pub fn validate(
     files: &[RateLimitFile],
     caps: &[QueueCapFile],
     identities: &[Identity],
     default_caps: Caps,
-) -> Result<Admission, FieldError> {
-    let mut limits: Vec<RateLimit> = Vec::new();
+    errors: &mut Vec<FieldError>,
+) -> Admission {
+    let mut limits = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let field = |k: &str| format!("rate_limit[{i}].{k}");
-        if f.name.trim().is_empty() || f.name.trim() != f.name {
-            return Err((
-                field("name"),
-                format!("{:?} is blank or has surrounding spaces", f.name),
-            ));
+        match validate_limit(i, f, &files[..i], identities) {
+            Ok(limit) => limits.push(limit),
+            Err(e) => errors.push(e),
         }
-        if f.name.contains(['{', '}']) {
-            return Err((
-                field("name"),
-                format!("{:?} may not contain '{{' or '}}'", f.name),
-            ));
-        }
-        if ["max_payload_bytes", "max_message_bytes", "queue_cap"].contains(&f.name.as_str()) {
-            return Err((
-                field("name"),
-                format!("{:?} names one of the caps; choose another name", f.name),
-            ));
-        }
-        if limits.iter().any(|l| l.name == f.name) {
-            return Err((field("name"), format!("{:?} is used twice", f.name)));
-        }
-        let scope = Scope::parse(&f.scope).ok_or_else(|| {
-            (
-                field("scope"),
-                format!("{:?} is not identity, identity_queue or task_type", f.scope),
-            )
-        })?;
-        for (j, name) in f.identities.iter().enumerate() {
-            if !identities.iter().any(|id| &id.name == name) {
-                return Err((
-                    format!("rate_limit[{i}].identities[{j}]"),
-                    format!("{name:?} is not a defined [[identity]]"),
-                ));
-            }
-        }
-        let queues = patterns(&field("queues"), &f.queues)?;
-        let task_types = patterns(&field("task_types"), &f.task_types)?;
-        if f.burst == 0 {
-            return Err((field("burst"), "must be at least 1".into()));
-        }
-        let mut limit = RateLimit::new(
-            f.name.clone(),
-            scope,
-            (f.identities.clone(), queues, task_types),
-            f.rate_per_second,
-            f.burst,
-        )
-        .map_err(|e| (field("rate_per_second"), e))?;
-        limit.shared = match (f.shared, f.on_shared_failure.as_deref()) {
-            (false, None) => None,
-            (false, Some(_)) => {
-                return Err((
-                    field("on_shared_failure"),
-                    "applies to shared limits only (shared = true)".into(),
-                ));
-            }
-            (true, None | Some("refuse")) => Some(OnFailure::Refuse),
-            (true, Some("allow")) => Some(OnFailure::Allow),
-            (true, Some(other)) => {
-                return Err((
-                    field("on_shared_failure"),
-                    format!("{other:?} is not refuse or allow"),
-                ));
-            }
-        };
-        limits.push(limit);
     }
-    Ok(Admission {
+    let mut queue_caps = Vec::new();
+    for (i, f) in caps.iter().enumerate() {
+        match validate_cap(i, f) {
+            Ok(cap) => queue_caps.push(cap),
+            Err(e) => errors.push(e),
+        }
+    }
+    Admission {
         limits,
         default_caps,
-        queue_caps: validate_caps(caps)?,
+        queue_caps,
         in_flight: Default::default(),
-    })
+    }
 }
 
-fn patterns(field: &str, list: &[String]) -> Result<Vec<Pattern>, FieldError> {
-    list.iter()
-        .enumerate()
-        .map(|(k, text)| {
-            Pattern::new(text).map_err(|e| {
-                (
-                    format!("{field}[{k}]"),
-                    format!("{text:?} is not a valid pattern ({e})"),
-                )
-            })
-        })
-        .collect()
+/// One `[[rate_limit]]`; `earlier` are those before it in the file.
+fn validate_limit(
+    i: usize,
+    f: &RateLimitFile,
+    earlier: &[RateLimitFile],
+    identities: &[Identity],
+) -> Result<RateLimit, FieldError> {
+    let field = |k: &str| format!("rate_limit[{i}].{k}");
+    if f.name.trim().is_empty() || f.name.trim() != f.name {
+        return Err((
+            field("name"),
+            format!("{:?} is blank or has surrounding spaces", f.name),
+        ));
+    }
+    if f.name.contains(['{', '}']) {
+        return Err((
+            field("name"),
+            format!("{:?} may not contain '{{' or '}}'", f.name),
+        ));
+    }
+    if ["max_payload_bytes", "max_message_bytes", "queue_cap"].contains(&f.name.as_str()) {
+        return Err((
+            field("name"),
+            format!("{:?} names one of the caps; choose another name", f.name),
+        ));
+    }
+    if let Some(j) = earlier.iter().position(|l| l.name == f.name) {
+        return Err((
+            field("name"),
+            format!("{:?} is used twice (rate_limit[{j}] has it too)", f.name),
+        ));
+    }
+    let scope = Scope::parse(&f.scope).ok_or_else(|| {
+        (
+            field("scope"),
+            format!("{:?} is not identity, identity_queue or task_type", f.scope),
+        )
+    })?;
+    for (j, name) in f.identities.iter().enumerate() {
+        if !identities.iter().any(|id| &id.name == name) {
+            return Err((
+                format!("rate_limit[{i}].identities[{j}]"),
+                format!("{name:?} is not a defined [[identity]]"),
+            ));
+        }
+    }
+    let queues = patterns(&field("queues"), &f.queues, Names::Queues)?;
+    let task_types = patterns(&field("task_types"), &f.task_types, Names::Other)?;
+    if !(f.rate_per_second.is_finite() && f.rate_per_second > 0.0) {
+        return Err((
+            field("rate_per_second"),
+            format!(
+                "{} lets nothing through: it must be a number greater than 0 (to refuse enqueues, give no grant)",
+                f.rate_per_second
+            ),
+        ));
+    }
+    if f.burst == 0 {
+        return Err((
+            field("burst"),
+            "must be at least 1 (with 0, no enqueue could ever pass)".into(),
+        ));
+    }
+    let mut limit = RateLimit::new(
+        f.name.clone(),
+        scope,
+        (f.identities.clone(), queues, task_types),
+        f.rate_per_second,
+        f.burst,
+    )
+    .map_err(|e| (field("rate_per_second"), e))?;
+    limit.shared = match (f.shared, f.on_shared_failure.as_deref()) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err((
+                field("on_shared_failure"),
+                "applies to shared limits only (shared = true)".into(),
+            ));
+        }
+        (true, None | Some("refuse")) => Some(OnFailure::Refuse),
+        (true, Some("allow")) => Some(OnFailure::Allow),
+        (true, Some(other)) => {
+            return Err((
+                field("on_shared_failure"),
+                format!("{other:?} is not refuse or allow"),
+            ));
+        }
+    };
+    Ok(limit)
 }

@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use glob::Pattern;
 use serde::Deserialize;
 
-use super::FieldError;
+use super::{FieldError, Names, patterns};
 use crate::integrity::{Integrity, Key, Mode, QueueRule, sign};
 
 /// Shortest key accepted, in bytes.
@@ -54,122 +53,140 @@ pub struct QueueModeFile {
     pub accept_unsigned_until: Option<toml::value::Datetime>,
 }
 
-/// Validates `[integrity]`.
-pub fn validate(file: &IntegrityFile) -> Result<Integrity, FieldError> {
+/// Validates `[integrity]`, each key and queue rule on its own; none
+/// when any of it is invalid (every problem recorded in `errors`).
+pub fn validate(file: &IntegrityFile, errors: &mut Vec<FieldError>) -> Option<Integrity> {
+    let before = errors.len();
     let mut keys: Vec<Key> = Vec::new();
     for (i, k) in file.key.iter().enumerate() {
-        let field = |f: &str| format!("integrity.key[{i}].{f}");
-        if !sign::valid_key_id(&k.id) {
-            return Err((
-                field("id"),
-                format!(
-                    "{:?} is not 1 to 32 of A-Z a-z 0-9 _ -",
-                    crate::asynq::shown(k.id.as_bytes())
-                ),
-            ));
+        match validate_key(i, k, &file.key[..i]) {
+            Ok(key) => keys.push(key),
+            Err(e) => errors.push(e),
         }
-        if keys.iter().any(|other| other.id == k.id) {
-            return Err((field("id"), format!("{:?} is used twice", k.id)));
-        }
-        let text = match (&k.file, &k.env) {
-            (Some(path), None) => std::fs::read_to_string(path).map_err(|e| {
-                (
-                    field("file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?,
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                (
-                    field("env"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?,
-            _ => {
-                return Err((field("file"), "set exactly one of file and env".into()));
-            }
-        };
-        let secret = text.trim().as_bytes().to_vec();
-        if secret.len() < MIN_KEY_BYTES {
-            return Err((
-                field(if k.file.is_some() { "file" } else { "env" }),
-                format!(
-                    "key {:?} is {} bytes; at least {MIN_KEY_BYTES} are needed (for example: openssl rand -hex 32)",
-                    k.id,
-                    secret.len()
-                ),
-            ));
-        }
-        keys.push(Key {
-            id: k.id.clone(),
-            secret,
-        });
     }
+    // Against every key written, valid or not: a key that failed is
+    // already reported.
     if let Some(id) = &file.sign_with
-        && !keys.iter().any(|k| &k.id == id)
+        && !file.key.iter().any(|k| &k.id == id)
     {
-        return Err((
+        let listed: Vec<&str> = file.key.iter().map(|k| k.id.as_str()).collect();
+        errors.push((
             "integrity.sign_with".into(),
-            format!("{id:?} is not the id of an [[integrity.key]]"),
+            format!(
+                "{id:?} is not the id of an [[integrity.key]] (listed: {})",
+                if listed.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{listed:?}")
+                }
+            ),
+        ));
+    }
+    let signing = file
+        .queues
+        .iter()
+        .find_map(|q| Mode::parse(&q.mode).filter(|m| *m != Mode::Off));
+    if let (Some(mode), None) = (signing, &file.sign_with) {
+        errors.push((
+            "integrity.sign_with".into(),
+            format!(
+                "queues in mode {} need a signing key: set sign_with to a key id",
+                mode.name()
+            ),
         ));
     }
     let mut rules = Vec::new();
     for (i, q) in file.queues.iter().enumerate() {
-        let field = |f: &str| format!("integrity.queues[{i}].{f}");
-        let mode = Mode::parse(&q.mode).ok_or_else(|| {
-            (
-                field("mode"),
-                format!("{:?} is not off, add or check", q.mode),
-            )
-        })?;
-        if q.queues.is_empty() {
-            return Err((field("queues"), "is empty".into()));
+        match validate_rule(i, q) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => errors.push(e),
         }
-        let queues = q
-            .queues
-            .iter()
-            .enumerate()
-            .map(|(k, text)| {
-                Pattern::new(text).map_err(|e| {
-                    (
-                        format!("integrity.queues[{i}].queues[{k}]"),
-                        format!("{text:?} is not a valid pattern ({e})"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if mode != Mode::Off && file.sign_with.is_none() {
+    }
+    (errors.len() == before).then(|| Integrity::new(keys, file.sign_with.as_deref(), rules))
+}
+
+/// One `[[integrity.key]]`; `earlier` are those before it in the file.
+fn validate_key(i: usize, k: &KeyFile, earlier: &[KeyFile]) -> Result<Key, FieldError> {
+    let field = |f: &str| format!("integrity.key[{i}].{f}");
+    if !sign::valid_key_id(&k.id) {
+        return Err((
+            field("id"),
+            format!(
+                "{:?} is not 1 to 32 of A-Z a-z 0-9 _ -",
+                crate::asynq::shown(k.id.as_bytes())
+            ),
+        ));
+    }
+    if earlier.iter().any(|other| other.id == k.id) {
+        return Err((field("id"), format!("{:?} is used twice", k.id)));
+    }
+    let text = match (&k.file, &k.env) {
+        (Some(path), None) => std::fs::read_to_string(path).map_err(|e| {
+            (
+                field("file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            (
+                field("env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        _ => {
+            return Err((field("file"), "set exactly one of file and env".into()));
+        }
+    };
+    let secret = text.trim().as_bytes().to_vec();
+    if secret.len() < MIN_KEY_BYTES {
+        return Err((
+            field(if k.file.is_some() { "file" } else { "env" }),
+            format!(
+                "key {:?} is {} bytes; at least {MIN_KEY_BYTES} are needed (for example: openssl rand -hex 32)",
+                k.id,
+                secret.len()
+            ),
+        ));
+    }
+    Ok(Key {
+        id: k.id.clone(),
+        secret,
+    })
+}
+
+/// One `[[integrity.queues]]`.
+fn validate_rule(i: usize, q: &QueueModeFile) -> Result<QueueRule, FieldError> {
+    let field = |f: &str| format!("integrity.queues[{i}].{f}");
+    let mode = Mode::parse(&q.mode).ok_or_else(|| {
+        (
+            field("mode"),
+            format!("{:?} is not off, add or check", q.mode),
+        )
+    })?;
+    if q.queues.is_empty() {
+        return Err((field("queues"), "is empty".into()));
+    }
+    let queues = patterns(&field("queues"), &q.queues, Names::Queues)?;
+    let until = match &q.accept_unsigned_until {
+        None => None,
+        Some(_) if mode == Mode::Off => {
             return Err((
-                "integrity.sign_with".into(),
-                format!(
-                    "queues in mode {} need a signing key: set sign_with to a key id",
-                    mode.name()
-                ),
+                field("accept_unsigned_until"),
+                "applies to queues in mode add or check".into(),
             ));
         }
-        let until = match &q.accept_unsigned_until {
-            None => None,
-            Some(_) if mode == Mode::Off => {
-                return Err((
-                    field("accept_unsigned_until"),
-                    "applies to queues in mode add or check".into(),
-                ));
-            }
-            Some(dt) => Some(to_system_time(dt).ok_or_else(|| {
-                (
-                    field("accept_unsigned_until"),
-                    format!(
-                        "{dt} is not a date and time with an offset, such as 2026-12-10T00:00:00Z"
-                    ),
-                )
-            })?),
-        };
-        rules.push(QueueRule {
-            queues,
-            mode,
-            accept_unsigned_until: until,
-        });
-    }
-    Ok(Integrity::new(keys, file.sign_with.as_deref(), rules))
+        Some(dt) => Some(to_system_time(dt).ok_or_else(|| {
+            (
+                field("accept_unsigned_until"),
+                format!("{dt} is not a date and time with an offset, such as 2026-12-10T00:00:00Z"),
+            )
+        })?),
+    };
+    Ok(QueueRule {
+        queues,
+        mode,
+        accept_unsigned_until: until,
+    })
 }
 
 /// An offset date-time as a point in time.

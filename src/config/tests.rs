@@ -8,11 +8,7 @@ fn parse(text: &str) -> Result<Settings, ConfigError> {
 }
 
 fn parse_exact(text: &str) -> Result<Settings, ConfigError> {
-    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: "t.toml".into(),
-        message: e.to_string(),
-    })?;
-    validate(Path::new("t.toml"), file)
+    super::parse(Path::new("t.toml"), text)
 }
 
 #[test]
@@ -29,8 +25,11 @@ fn empty_file_gives_documented_defaults() {
 fn unknown_key_is_an_error_with_its_line() {
     let err = parse("[upstream]\naddress = \"127.0.0.1:1\"\npasword = \"x\"\n").unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("line 3"), "{msg}");
-    assert!(msg.contains("pasword"), "{msg}");
+    assert!(
+        msg.starts_with("t.toml:3:1: unknown field `pasword`"),
+        "{msg}"
+    );
+    assert!(msg.contains("\n3 | pasword = \"x\"\n  | ^^^^^^^"), "{msg}");
 }
 
 #[test]
@@ -291,4 +290,299 @@ fn queue_caps_are_validated() {
         let msg = parse(text).unwrap_err().to_string();
         assert!(msg.contains(expected), "{text:?} gave {msg}");
     }
+}
+
+/// The problems of an invalid file, as (line, "field: reason").
+fn problems(text: &str) -> Vec<(Option<usize>, String)> {
+    match parse_exact(text) {
+        Err(ConfigError::Invalid { problems, .. }) => problems
+            .into_iter()
+            .map(|p| {
+                let field = p.field.expect("a validation problem names its field");
+                (p.line, format!("{field}: {}", p.reason))
+            })
+            .collect(),
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+/// Asserts that `found` has, in order, one problem per `expected` entry:
+/// its line and the start of "field: reason".
+fn assert_problems(found: &[(Option<usize>, String)], expected: &[(Option<usize>, &str)]) {
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for ((line, text), (want_line, want)) in found.iter().zip(expected) {
+        assert_eq!(line, want_line, "{text}");
+        assert!(text.starts_with(want), "{text:?} does not start {want:?}");
+    }
+}
+
+const HASH: &str = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+
+#[test]
+fn every_section_is_validated_and_each_problem_has_its_line() {
+    let text = format!(
+        "[[listener]]\n\
+         address = \"nope\"\n\
+         \n\
+         [[identity]]\n\
+         name = \"web\"\n\
+         secret_sha256 = [\"{HASH}\", \"abc\"]\n\
+         \n\
+         [[identity]]\n\
+         name = \"worker\"\n\
+         secret_sha256 = [\"{HASH}\"]\n\
+         \n\
+         [[grant]]\n\
+         identity = \"ghost\"\n\
+         operations = [\"consume\"]\n\
+         queues = [\"q\"]\n\
+         \n\
+         [[grant]]\n\
+         identity = \"worker\"\n\
+         operations = [\"consume\"]\n\
+         queues = [\n\
+           \"ok\",\n\
+           \"a{{b\",\n\
+         ]\n\
+         \n\
+         [[rate_limit]]\n\
+         name = \"r\"\n\
+         scope = \"identity\"\n\
+         rate_per_second = 1\n\
+         burst = 0\n\
+         \n\
+         [[queue_cap]]\n\
+         queues = [\"q\"]\n\
+         max_tasks = 0\n\
+         \n\
+         [integrity]\n\
+         sign_with = \"k9\"\n"
+    );
+    assert_problems(
+        &problems(&text),
+        &[
+            (Some(2), "listener[0].address: \"nope\" is not ip:port"),
+            (
+                Some(6),
+                "identity[0].secret_sha256[1]: must be 64 hex digits",
+            ),
+            (
+                Some(13),
+                "grant[0].identity: \"ghost\" is not a defined [[identity]]",
+            ),
+            (
+                Some(22),
+                "grant[1].queues[1]: \"a{b\" is not a valid queue glob",
+            ),
+            (Some(29), "rate_limit[0].burst: must be at least 1"),
+            (Some(33), "queue_cap[0].max_tasks: must be at least 1"),
+            (
+                Some(36),
+                "integrity.sign_with: \"k9\" is not the id of an [[integrity.key]]",
+            ),
+        ],
+    );
+    // The file is named in each message, with the line.
+    let msg = parse_exact(&text).unwrap_err().to_string();
+    assert_eq!(msg.lines().count(), 7, "{msg}");
+    assert!(msg.lines().all(|l| l.starts_with("t.toml:")), "{msg}");
+    assert!(
+        msg.contains("t.toml:13: grant[0].identity: \"ghost\" is not a defined [[identity]]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_key_that_is_missing_points_at_its_table_and_a_default_at_nothing() {
+    let text = format!(
+        "# two lines\n# of comments\n[[identity]]\nname = \"a\"\n\n[[identity]]\nname = \"b\"\nsecret_sha256 = [\"{HASH}\"]\n"
+    );
+    assert_problems(
+        &problems(&text),
+        &[(
+            Some(3),
+            "identity[0].secret_sha256: identity \"a\" needs secret_sha256",
+        )],
+    );
+    // No [[identity]] at all: there is no line to give.
+    assert_problems(&problems(""), &[(None, "identity: no [[identity]]")]);
+    // A clash with the default admin address: the setting at fault is not
+    // written, so no line is given.
+    let clash = format!("{IDENTITY}[[listener]]\naddress = \"127.0.0.1:9380\"\n");
+    assert_problems(
+        &problems(&clash),
+        &[(None, "admin.address: 127.0.0.1:9380 is also listener")],
+    );
+}
+
+#[test]
+fn contradictory_limits_are_errors() {
+    let grant = |caps: &str| {
+        format!(
+            "[[grant]]\nidentity = \"t\"\noperations = [\"enqueue\"]\nqueues = [\"q\"]\ntask_types = [\"*\"]\n{caps}"
+        )
+    };
+    let cases = [
+        (
+            "[limits]\nmax_payload_bytes = 100\nmax_message_bytes = 10\n".to_string(),
+            (Some(2), "limits.max_payload_bytes: 100 is more than max_message_bytes (10)"),
+        ),
+        (
+            "[limits]\nmax_message_bytes = 0\n".to_string(),
+            (Some(2), "limits.max_message_bytes: must be at least 1"),
+        ),
+        (
+            grant("max_payload_bytes = 50\nmax_message_bytes = 40\n"),
+            (Some(6), "grant[0].max_payload_bytes: 50 is more than max_message_bytes (40)"),
+        ),
+        (
+            "[limits]\nmax_bulk_bytes = 20\nmax_buffer_bytes = 10\n".to_string(),
+            (Some(3), "limits.max_buffer_bytes: 10 is less than limits.max_bulk_bytes (20)"),
+        ),
+        (
+            "[[rate_limit]]\nname = \"r\"\nscope = \"identity\"\nrate_per_second = 0\n".to_string(),
+            (Some(4), "rate_limit[0].rate_per_second: 0 lets nothing through"),
+        ),
+        (
+            "[[rate_limit]]\nname = \"r\"\nscope = \"identity\"\nrate_per_second = 1\n\
+             [[rate_limit]]\nname = \"r\"\nscope = \"task_type\"\nrate_per_second = 2\n"
+                .to_string(),
+            (Some(6), "rate_limit[1].name: \"r\" is used twice (rate_limit[0] has it too)"),
+        ),
+        (
+            "[[rate_limit]]\nname = \"r\"\nscope = \"identity\"\nqueues = [\"x{y}\"]\nrate_per_second = 1\n".to_string(),
+            (Some(4), "rate_limit[0].queues[0]: \"x{y}\" is not a valid queue glob"),
+        ),
+        (
+            "[[queue_cap]]\nqueues = [\"ok\", \"}\"]\nmax_tasks = 5\n".to_string(),
+            (Some(2), "queue_cap[0].queues[1]: \"}\" is not a valid queue glob"),
+        ),
+        (
+            "[[queue_cap]]\nqueues = [\"[q\"]\nmax_tasks = 5\n".to_string(),
+            (Some(2), "queue_cap[0].queues[0]: \"[q\" is not a valid pattern"),
+        ),
+    ];
+    for (text, expected) in cases {
+        // The identity is appended after the case: its lines come later.
+        assert_problems(&problems(&format!("{text}{IDENTITY}")), &[expected]);
+    }
+    // Each cap within its own limit is fine.
+    parse(&grant("max_payload_bytes = 40\nmax_message_bytes = 40\n")).unwrap();
+}
+
+#[test]
+fn unreadable_files_name_their_key_and_the_system_error() {
+    let dir = std::env::temp_dir().join(format!("ag-cfg-files-{}", std::process::id()));
+    let missing = |name: &str| dir.join(name).display().to_string();
+    let text = format!(
+        "[[listener]]\naddress = \"127.0.0.1:7001\"\n\
+         [listener.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
+         [upstream]\npassword_file = {:?}\n\
+         [upstream.tls]\nca_file = {:?}\n\
+         [integrity]\nsign_with = \"k\"\n\
+         [[integrity.key]]\nid = \"k\"\nfile = {:?}\n\
+         [[integrity.queues]]\nqueues = [\"*\"]\nmode = \"add\"\n",
+        missing("cert.pem"),
+        missing("key.pem"),
+        missing("pw"),
+        missing("ca.pem"),
+        missing("k"),
+    );
+    let found = problems(&format!("{text}{IDENTITY}"));
+    let os = "No such file or directory";
+    assert_problems(
+        &found,
+        &[
+            (Some(4), "listener[0].tls.cert_file: cannot read "),
+            (Some(5), "listener[0].tls.key_file: cannot read "),
+            (Some(7), "upstream.password_file: cannot read "),
+            (Some(9), "upstream.tls.ca_file: cannot read "),
+            (Some(14), "integrity.key[0].file: cannot read "),
+        ],
+    );
+    for (_, text) in &found {
+        assert!(
+            text.contains(&*dir.display().to_string()) && text.contains(os),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn shape_errors_of_separate_tables_are_all_reported_with_line_and_column() {
+    let text = "[upstream]\naddress = \"127.0.0.1:1\"\npasword = \"x\"\n\
+                [[grant]]\nidentity = \"t\"\noperations = [\"raw\"]\n\
+                [[grant]]\nidentity = 3\noperations = [\"raw\"]\n\
+                [limits]\n  max_arg = 1\n";
+    let Err(ConfigError::Parse { problems, .. }) = parse(text) else {
+        panic!("expected shape errors");
+    };
+    let at: Vec<_> = problems.iter().map(|p| (p.line, p.column)).collect();
+    assert_eq!(
+        at,
+        [(Some(3), Some(1)), (Some(8), Some(12)), (Some(11), Some(3))],
+        "{problems:#?}"
+    );
+    assert!(problems[0].reason.starts_with("unknown field `pasword`"));
+    assert!(problems[1].reason.contains("expected a string"));
+    assert!(problems[2].reason.starts_with("unknown field `max_arg`"));
+    assert_eq!(
+        problems[2].message(Path::new("t.toml")),
+        "t.toml:11:3: unknown field `max_arg`, expected one of `max_bulk_bytes`, `max_args`, \
+         `max_buffer_bytes`, `max_pending_commands`, `max_payload_bytes`, `max_message_bytes`\n\
+         11 |   max_arg = 1\n   |   ^^^^^^^"
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let Err(ConfigError::Parse { problems, .. }) = parse_exact("[a]\nx = 1\ny = \"open\n") else {
+        panic!("expected a syntax error");
+    };
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!((problems[0].line, problems[0].column), (Some(3), Some(10)));
+    assert!(problems[0].field.is_none());
+}
+
+#[test]
+fn signing_problems_are_reported_once_each() {
+    let key = std::env::temp_dir().join(format!("ag-cfg-key-{}", std::process::id()));
+    std::fs::write(&key, "x".repeat(40)).unwrap();
+    let text = format!(
+        "[integrity]\n\
+         [[integrity.key]]\nid = \"k\"\nfile = {:?}\n\
+         [[integrity.key]]\nid = \"k\"\nenv = \"PATH\"\n\
+         [[integrity.queues]]\nqueues = [\"a\"]\nmode = \"check\"\n\
+         [[integrity.queues]]\nqueues = [\"b{{x}}\"]\nmode = \"add\"\n",
+        key.display().to_string()
+    );
+    assert_problems(
+        &problems(&format!("{text}{IDENTITY}")),
+        &[
+            (
+                Some(1),
+                "integrity.sign_with: queues in mode check need a signing key",
+            ),
+            (Some(6), "integrity.key[1].id: \"k\" is used twice"),
+            (
+                Some(12),
+                "integrity.queues[1].queues[0]: \"b{x}\" is not a valid queue glob",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn warnings_carry_file_line_and_field() {
+    let s = parse_exact(&format!(
+        "\n[[identity]]\nname = \"lonely\"\nsecret_sha256 = [\"{HASH}\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(s.warnings.len(), 1);
+    assert!(
+        s.warnings[0]
+            .starts_with("t.toml:3: identity[0].name: identity \"lonely\" has no [[grant]]"),
+        "{:?}",
+        s.warnings
+    );
 }
