@@ -118,6 +118,9 @@ pub enum Failure {
     Quarantined,
 }
 
+/// How every integrity error a task is archived or shown with begins.
+const ARCHIVED_ERROR_PREFIX: &str = "asynq-guard: integrity check failed: ";
+
 impl Failure {
     pub fn label(&self) -> &'static str {
         match self {
@@ -141,21 +144,29 @@ impl Failure {
                 "the task is signed with key '{}', which is not a listed key",
                 crate::asynq::shown(id.as_bytes())
             ),
-            Failure::Mismatch => "the signature does not match the task (altered in Redis?)".into(),
+            Failure::Mismatch => {
+                "the signature does not match the task (signed with another key's secret, or altered since it was signed)".into()
+            }
             Failure::WrongQueue(q) => format!(
                 "the message belongs to queue '{}'",
                 crate::asynq::shown(q.as_bytes())
             ),
             Failure::WrongTask => "the message belongs to another task".into(),
             Failure::Quarantined => {
-                "the task was archived by asynq-guard for failing its check".into()
+                "the task carries asynq-guard's quarantine mark (archived for failing its check)"
+                    .into()
             }
         }
     }
 
     /// The error asynq shows for an archived task that failed.
     pub fn archived_error(&self) -> String {
-        format!("asynq-guard: integrity check failed: {}", self.text())
+        format!("{ARCHIVED_ERROR_PREFIX}{}", self.text())
+    }
+
+    /// Whether an error message already says the integrity check failed.
+    pub fn explained(error_msg: &str) -> bool {
+        error_msg.starts_with(ARCHIVED_ERROR_PREFIX)
     }
 }
 
@@ -450,9 +461,12 @@ impl Integrity {
         now: i64,
         task: Option<(&str, &str)>,
     ) -> Option<Vec<u8>> {
-        let (stripped, carried) = sign::take_carrier(bytes);
+        let (stripped, _) = sign::take_carrier(bytes);
         let mut msg = message::decode(&stripped).ok()?;
-        if carried != Carried::Quarantined {
+        // A task the proxy archived keeps the reason it gave then; a
+        // quarantine mark written by someone else (it carries no proof)
+        // does not hide why the task is refused.
+        if !Failure::explained(&msg.error_msg) {
             msg.error_msg = failure.archived_error();
         }
         msg.last_failed_at = now;

@@ -178,7 +178,13 @@ fn validate_rule(i: usize, q: &QueueModeFile) -> Result<QueueRule, FieldError> {
         Some(dt) => Some(to_system_time(dt).ok_or_else(|| {
             (
                 field("accept_unsigned_until"),
-                format!("{dt} is not a date and time with an offset, such as 2026-12-10T00:00:00Z"),
+                if dt.date.is_some() && dt.time.is_some() && dt.offset.is_some() {
+                    format!("{dt} is before 1970-01-01T00:00:00Z")
+                } else {
+                    format!(
+                        "{dt} is not a date and time with an offset, such as 2026-12-10T00:00:00Z"
+                    )
+                },
             )
         })?),
     };

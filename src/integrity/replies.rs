@@ -190,9 +190,10 @@ impl Walk<'_> {
                 }
                 None => {
                     let (stripped, _) = super::sign::take_carrier(bytes);
-                    if failure == Failure::Quarantined {
+                    if failure == Failure::Quarantined && shows_integrity_error(&stripped) {
                         // Archived by the proxy: its error already says
-                        // why, and it was counted then.
+                        // why, and it was counted then. A mark forged
+                        // without that error is marked and counted below.
                         return Outcome::Keep(stripped);
                     }
                     let marked = marked(&stripped, &failure).unwrap_or(stripped);
@@ -205,6 +206,12 @@ impl Walk<'_> {
             },
         }
     }
+}
+
+/// Whether a stored message's error already says the integrity check
+/// failed.
+fn shows_integrity_error(stripped: &[u8]) -> bool {
+    crate::asynq::message::decode(stripped).is_ok_and(|m| Failure::explained(&m.error_msg))
 }
 
 /// A failing message as an inspector sees it: with the reason in its

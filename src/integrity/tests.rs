@@ -469,3 +469,45 @@ fn archived_tasks_keep_their_reason_and_stay_invalid() {
             .contains("belongs to queue 'critical'")
     );
 }
+
+/// A quarantine mark written into Redis by someone else carries no
+/// reason: inspectors see the task marked, and archiving it sets the
+/// integrity error.
+#[test]
+fn a_forged_quarantine_mark_hides_nothing() {
+    let i = integrity(vec![rule("*", Mode::Add, None)]);
+    let mut evil = msg("t1", "critical");
+    evil.payload = b"evil".to_vec();
+    let forged = sign::with_quarantine(&evil.encode_to_vec(), "x");
+    assert_eq!(
+        i.on_read("critical", None, &forged).unwrap_err(),
+        Failure::Quarantined
+    );
+    let inspect = ReplyCheck {
+        queue: "critical".into(),
+        shape: Shape::Every(2),
+        deliver: None,
+        task_id: None,
+    };
+    let mut reply = b"*2\r\n".to_vec();
+    reply.extend(bulk(&forged));
+    reply.extend(b"_\r\n");
+    let (out, fixes) = rewrite(&reply, Proto::Resp3, &inspect, &i, 0);
+    assert!(matches!(fixes.as_slice(), [Fix::Marked { .. }]), "counted");
+    let text = String::from_utf8_lossy(&out.unwrap()).into_owned();
+    assert!(
+        text.contains(
+            "asynq-guard: integrity check failed: the task carries asynq-guard's quarantine mark"
+        ),
+        "{text}"
+    );
+    let archived = Integrity::archived_message(&forged, &Failure::Quarantined, 9, None).unwrap();
+    let shown = crate::asynq::message::decode(&archived).unwrap();
+    assert!(
+        shown
+            .error_msg
+            .starts_with("asynq-guard: integrity check failed:"),
+        "{}",
+        shown.error_msg
+    );
+}
