@@ -122,7 +122,12 @@ func checkDeployment(p *problems, where string, d *appsv1.Deployment, configMaps
 		for _, port := range c.Ports {
 			ports[port.Name] = true
 		}
-		for name, probe := range map[string]*corev1.Probe{"startupProbe": c.StartupProbe, "livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe} {
+		probes := []struct {
+			name  string
+			probe *corev1.Probe
+		}{{"startupProbe", c.StartupProbe}, {"livenessProbe", c.LivenessProbe}, {"readinessProbe", c.ReadinessProbe}}
+		for _, pr := range probes {
+			name, probe := pr.name, pr.probe
 			if probe != nil && probe.HTTPGet != nil && probe.HTTPGet.Port.Type == intstr.String && !ports[probe.HTTPGet.Port.StrVal] {
 				p.add(cw, "%s: port %q is not a port of the container", name, probe.HTTPGet.Port.StrVal)
 			}
