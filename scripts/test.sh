@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+echo "==> scripts/lint-deploy.sh (Dockerfiles, compose, Kubernetes, Grafana dashboard)"
+scripts/lint-deploy.sh
+
 echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
