@@ -45,6 +45,7 @@ pub struct ProxyBuilder {
     listeners: Vec<(String, String)>,
     extra: String,
     log_filter: Option<String>,
+    json_logs: bool,
 }
 
 impl ProxyBuilder {
@@ -72,6 +73,13 @@ impl ProxyBuilder {
     /// Runs the proxy with `ASYNQ_GUARD_LOG` set to `filter`.
     pub fn log_filter(mut self, filter: &str) -> Self {
         self.log_filter = Some(filter.to_string());
+        self
+    }
+
+    /// Runs the proxy with `--log-format json`: one JSON object a line
+    /// on standard error.
+    pub fn json_logs(mut self) -> Self {
+        self.json_logs = true;
         self
     }
 
@@ -126,6 +134,7 @@ impl Proxy {
             listeners: Vec::new(),
             extra: String::new(),
             log_filter: None,
+            json_logs: false,
         }
     }
 
@@ -252,6 +261,11 @@ impl Proxy {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .args(if b.json_logs {
+                &["--log-format", "json"][..]
+            } else {
+                &[]
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
