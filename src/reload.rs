@@ -8,7 +8,8 @@
 //! validation leaves the running policy in place, logged and counted.
 //!
 //! What a reload replaces: identities, grants, admission limits and
-//! integrity keys and modes, input limits, the authentication timeout.
+//! integrity keys and modes; input limits and the authentication timeout
+//! for connections opened after it.
 //! What it keeps: what the running policy has counted (rate-limit buckets
 //! of unchanged limits, enqueues in flight, tasks handed out), the
 //! metrics, the authentication throttle and the proxy's Redis connection.

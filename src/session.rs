@@ -274,12 +274,14 @@ where
         &live,
     );
     let client_gone = Arc::new(AtomicBool::new(false));
+    let revoked = Arc::new(std::sync::OnceLock::new());
     let replies = replies::relay_replies(
         up_read,
         client_write,
         rx,
         pending,
         Arc::clone(&client_gone),
+        Arc::clone(&revoked),
         &live,
     );
     tokio::pin!(requests, replies);
@@ -290,11 +292,20 @@ where
             if matches!(end, RequestEnd::ClientClosed | RequestEnd::ClientError(_)) {
                 client_gone.store(true, Ordering::Relaxed);
             }
+            if let RequestEnd::Revoked(why) = end {
+                let _ = revoked.set(format!("NOPERM asynq-guard: {why}; closing the connection"));
+            }
             // The upstream write half stays open meanwhile: closing it
-            // would make Redis drop the replies still owed.
-            match tokio::time::timeout(DRAIN, replies).await {
-                Ok(end) => debug!(?end, "session closed"),
-                Err(_) => debug!("replies not drained in time, closing"),
+            // would make Redis drop the replies still owed. At shutdown
+            // the grace period bounds the wait instead.
+            if live.is_closing() {
+                let end = replies.await;
+                debug!(?end, "session closed");
+            } else {
+                match tokio::time::timeout(DRAIN, replies).await {
+                    Ok(end) => debug!(?end, "session closed"),
+                    Err(_) => debug!("replies not drained in time, closing"),
+                }
             }
         }
     }
@@ -351,6 +362,8 @@ enum RequestEnd {
     ClientError(std::io::Error),
     BadInput(&'static str),
     Closing,
+    /// A reloaded policy no longer allows the connection's identity.
+    Revoked(String),
     UpstreamWrite(std::io::Error),
     RepliesGone,
 }
@@ -477,7 +490,7 @@ where
                     shared = live.load();
                     if let Err(why) = gate.recheck(&shared) {
                         gate.revoked(&shared, &why);
-                        return RequestEnd::Closing;
+                        return RequestEnd::Revoked(why);
                     }
                     continue;
                 }

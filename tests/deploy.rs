@@ -3,7 +3,7 @@
 //!
 //! The compose scenario is run with its own pieces: the release binary
 //! built as `docker/Dockerfile` builds it, the proxy started with the
-//! image's command and `docker/policy.toml` (addresses rewritten to local
+//! image's command and `docker/policy/asynq-guard.toml` (addresses rewritten to local
 //! ports, `/run/secrets` paths to the files compose mounts there), a real
 //! `redis-server` with the compose Redis's ACL file, and the example
 //! producer and worker of `docker/example` with the environment
@@ -199,15 +199,25 @@ fn the_image_compose_and_sidecar_run_the_proxy_alike() {
     // The policy is where the command reads it, mounted read-only.
     let config = &cmd[cmd.iter().position(|a| a == "--config").expect("--config") + 1];
     assert!(config.starts_with("/etc/asynq-guard/"));
-    assert_eq!(yaml_value(&guard, "target"), config);
-    assert_eq!(yaml_value(&guard, "source"), "./policy.toml");
+    // The directory is mounted (so that edits saved by rename reload),
+    // and the file the command reads is in it.
+    assert_eq!(
+        format!("{}/asynq-guard.toml", yaml_value(&guard, "target")),
+        *config
+    );
+    assert_eq!(yaml_value(&guard, "source"), "./policy");
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docker/policy/asynq-guard.toml")
+            .is_file()
+    );
     assert!(guard.iter().any(|l| l.trim() == "read_only: true"));
     assert!(deployment.contains("mountPath: /etc/asynq-guard\n              readOnly: true"));
 
     // Health checks and probes ask the admin port the policies bind.
     assert!(dockerfile.contains("http://127.0.0.1:9380/healthz"));
     assert!(dockerfile.contains("EXPOSE 6380 9380"));
-    assert!(read("docker/policy.toml").contains("address = \"0.0.0.0:9380\""));
+    assert!(read("docker/policy/asynq-guard.toml").contains("address = \"0.0.0.0:9380\""));
     assert!(read("deploy/kubernetes/policy.toml").contains("address = \"0.0.0.0:9380\""));
     assert!(deployment.contains("containerPort: 9380"));
     assert!(deployment.contains("path: /readyz") && deployment.contains("path: /healthz"));
@@ -293,13 +303,13 @@ async fn the_compose_scenario_processes_every_task() {
         .to_string();
     let mut direct = Client::connect_as(&redis.address(), "asynq-guard", &redis_password).await;
 
-    // docker/policy.toml with local addresses and the secrets' files.
+    // docker/policy/asynq-guard.toml with local addresses and the secrets' files.
     let ports = free_ports(2);
     let (listen, admin) = (
         format!("127.0.0.1:{}", ports[0]),
         format!("127.0.0.1:{}", ports[1]),
     );
-    let policy = read("docker/policy.toml");
+    let policy = read("docker/policy/asynq-guard.toml");
     let policy = replace_once(&policy, "\"0.0.0.0:6380\"", &format!("\"{listen}\""));
     let policy = replace_once(&policy, "\"0.0.0.0:9380\"", &format!("\"{admin}\""));
     let policy = replace_once(

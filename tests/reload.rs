@@ -332,16 +332,42 @@ async fn a_secret_removed_by_a_reload_closes_only_the_connections_that_used_it()
     let proxy = Proxy::builder(&redis.address()).extra(&extra).start().await;
     let mut with_old = Client::connect_as(&proxy.address(), "ops", "old-secret-of-ops").await;
     let mut with_new = Client::connect_as(&proxy.address(), "ops", "new-secret-of-ops").await;
+    let mut blocked = Client::connect_as(&proxy.address(), "ops", "old-secret-of-ops").await;
     assert_eq!(
         with_old.cmd(&["SET", "k", "1"]).await,
         Value::Simple("OK".into())
     );
+    // A blocking command in flight is not waited for: it is answered
+    // with the refusal, and what arrives later is not handed over.
+    blocked.send(&["BLPOP", "secrets", "0"]).await;
+    let mut direct = redis.client().await;
+    let deadline = Deadline::new("BLPOP to block in Redis");
+    while support::info_field(&mut direct, "clients", "blocked_clients").await != 1 {
+        deadline.tick().await;
+    }
     proxy.write_config(&proxy.config_text().replace(&format!("\"{old}\", "), ""));
     within(
         "the old secret's connection to close",
         with_old.read_to_eof(),
     )
     .await;
+    let refused = within("the blocked command's answer", blocked.read()).await;
+    assert!(
+        refused.error_text().starts_with(
+            "NOPERM asynq-guard: the secret identity 'ops' logged in with is no longer accepted"
+        ),
+        "{refused:?}"
+    );
+    within("the blocked connection to close", blocked.read_to_eof()).await;
+    assert_eq!(
+        direct.cmd(&["LPUSH", "secrets", "later"]).await,
+        Value::Int(1)
+    );
+    assert_eq!(
+        direct.cmd(&["LLEN", "secrets"]).await,
+        Value::Int(1),
+        "nobody popped it"
+    );
     assert_eq!(
         with_new.cmd(&["GET", "k"]).await,
         Value::Bulk(b"1".to_vec())
@@ -395,8 +421,10 @@ async fn sigterm_answers_what_was_received_then_closes() {
     let mut busy = proxy.client().await;
     let mut idle = proxy.client().await;
     assert_eq!(idle.cmd(&["PING"]).await, Value::Simple("PONG".into()));
-    // In flight when SIGTERM comes: answered before the connection ends.
-    busy.send(&["BLPOP", "nothing-here", "1"]).await;
+    // In flight when SIGTERM comes: answered before the connection ends,
+    // however long it takes within the grace period (longer than the
+    // 5 s a closing client's replies are otherwise waited for).
+    busy.send(&["BLPOP", "nothing-here", "6"]).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     proxy.sigterm();
     within("the idle connection to close", idle.read_to_eof()).await;

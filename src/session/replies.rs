@@ -292,6 +292,11 @@ impl ReplyState {
     /// After the upstream is gone: every command still waiting gets an
     /// error, the proxy's own replies keep their places.
     fn fail_pending(&mut self) {
+        self.fail_pending_with(UPSTREAM_LOST);
+    }
+
+    /// Answers every command still waiting with the error `text`.
+    fn fail_pending_with(&mut self, text: &str) {
         while let Some(slot) = self.pop() {
             match slot {
                 Slot::Local { reply, close } => {
@@ -301,7 +306,7 @@ impl ReplyState {
                     }
                 }
                 Slot::Upstream { .. } | Slot::Replace { .. } => {
-                    self.out.extend_from_slice(&error_reply(UPSTREAM_LOST));
+                    self.out.extend_from_slice(&error_reply(text));
                 }
                 Slot::Hidden => {}
             }
@@ -316,6 +321,7 @@ pub(super) async fn relay_replies<W>(
     mut slots: mpsc::UnboundedReceiver<Vec<Slot>>,
     pending: Arc<AtomicUsize>,
     client_gone: Arc<AtomicBool>,
+    revoked: Arc<std::sync::OnceLock<String>>,
     live: &Live,
 ) -> ReplyEnd
 where
@@ -355,6 +361,17 @@ where
         }
         if requests_done && st.queue.is_empty() {
             return ReplyEnd::Done;
+        }
+        if requests_done
+            && st.blocked()
+            && let Some(why) = revoked.get()
+        {
+            // The identity was revoked: what Redis answers at once is
+            // relayed, but a blocking command is not waited for.
+            st.fail_pending_with(why);
+            let _ = write_client(&mut client, &mut st.out).await;
+            let _ = client.shutdown().await;
+            return ReplyEnd::Closed;
         }
         if requests_done && client_gone.load(Ordering::Relaxed) && st.blocked() {
             // The client is gone and a blocking command waits: Redis
