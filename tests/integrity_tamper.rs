@@ -7,7 +7,11 @@
 //! retired key. The handler never sees any of them; each ends archived
 //! with the integrity error, visible through asynq's Inspector; metrics
 //! and audit events say so, without a payload; the untouched tasks
-//! around them are processed exactly once.
+//! around them are processed exactly once. The same holds for the two
+//! other ways asynq reads task messages for a worker: a task tampered
+//! with while active, whose lease then expired, is never recovered
+//! (`listLeaseExpired`), and a grouped task tampered with while it waits
+//! is left out of its aggregated batch (`readAggregationSet`).
 //!
 //! The Go side is the harness's `-enqueue-batch`, `-handle` and
 //! `-list-tasks` modes (`tests/harness/tasks.go`); the tampering is done
@@ -106,19 +110,26 @@ impl Setup {
     /// Enqueues `count` tasks of type `tamper:job` to `queue` through the
     /// proxy; payloads `PAYLOAD~<queue>-000`, … Returns (id, payload)s.
     fn enqueue(&self, queue: &str, count: usize, process_in: &str) -> Vec<(String, String)> {
-        let out = self.run(&[
+        self.enqueue_with(queue, count, &["-batch-process-in", process_in])
+    }
+
+    /// [`Setup::enqueue`] with more `-enqueue-batch` flags.
+    fn enqueue_with(&self, queue: &str, count: usize, more: &[&str]) -> Vec<(String, String)> {
+        let count_text = count.to_string();
+        let payload = format!("{MARK}{queue}");
+        let mut args = vec![
             "-enqueue-batch",
             "-batch-queue",
             queue,
             "-batch-type",
             "tamper:job",
             "-batch-count",
-            &count.to_string(),
+            &count_text,
             "-batch-payload",
-            &format!("{MARK}{queue}"),
-            "-batch-process-in",
-            process_in,
-        ]);
+            &payload,
+        ];
+        args.extend_from_slice(more);
+        let out = self.run(&args);
         assert_eq!(out["errors"], serde_json::json!([]), "{out}");
         let tasks: Vec<(String, String)> = out["tasks"]
             .as_array()
@@ -133,12 +144,18 @@ impl Setup {
     /// Runs a Server on `queues` until it handled `expect` tasks and the
     /// queues are drained. Returns what it handled.
     fn handle(&self, queues: &str, expect: usize) -> Vec<Json> {
-        let out = self.run(&[
+        self.handle_with(queues, expect, &[])
+    }
+
+    /// [`Setup::handle`] with more `-handle` flags.
+    fn handle_with(&self, queues: &str, expect: usize, more: &[&str]) -> Vec<Json> {
+        let expect_text = expect.to_string();
+        let mut args = vec![
             "-handle",
             "-handle-queues",
             queues,
             "-handle-expect",
-            &expect.to_string(),
+            &expect_text,
             "-handle-timeout",
             "90s",
             "-handle-settle",
@@ -146,7 +163,9 @@ impl Setup {
             "-handle-delayed-check",
             "1s",
             "-quiet",
-        ]);
+        ];
+        args.extend_from_slice(more);
+        let out = self.run(&args);
         assert_eq!(out["start_error"], "", "{out}");
         assert_eq!(out["inspect_error"], "", "{out}");
         assert_eq!(
@@ -198,6 +217,44 @@ impl Setup {
         self.direct
             .cmd(&["HGET", &task_key(queue, id), field])
             .await
+    }
+
+    /// Makes pending task `id` look as if a worker took it and died an
+    /// hour ago: in the active list, with a lease that ran out long
+    /// before the recoverer's 30 seconds of allowed clock skew.
+    async fn expire_lease(&mut self, queue: &str, id: &str) {
+        assert_eq!(
+            self.direct
+                .cmd(&["LREM", &format!("asynq:{{{queue}}}:pending"), "1", id])
+                .await,
+            support::int(1),
+            "{id} was not pending"
+        );
+        self.direct
+            .cmd(&["LPUSH", &format!("asynq:{{{queue}}}:active"), id])
+            .await;
+        let expired = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+            - 3600;
+        assert_eq!(
+            self.direct
+                .cmd(&[
+                    "ZADD",
+                    &format!("asynq:{{{queue}}}:lease"),
+                    &expired.to_string(),
+                    id
+                ])
+                .await,
+            support::int(1)
+        );
+        assert_eq!(
+            self.direct
+                .cmd(&["HSET", &task_key(queue, id), "state", "active"])
+                .await,
+            support::int(0)
+        );
     }
 
     async fn archived_score(&mut self, queue: &str, id: &str) -> Value {
@@ -817,6 +874,257 @@ async fn inspectors_see_a_tampered_pending_task_marked(version: &str) {
     assert_no_payload_in(&log);
 }
 
+/// A task tampered with while a worker held it, whose worker then died:
+/// asynq's recoverer finds it by its expired lease (`listLeaseExpired`)
+/// and would retry it. The proxy withholds it from the recoverer and
+/// archives it, so no handler ever gets it; an untouched task whose
+/// lease expired the same way is recovered and handled (the recovery
+/// path did run), and the pending ones are handled once each.
+async fn a_tampered_task_with_an_expired_lease_is_not_recovered(version: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut s = setup(version).await;
+    let tasks = s.enqueue("leased", 4, "0s");
+    let victim = tasks[1].0.clone();
+    let revived = tasks[2].0.clone();
+    s.expire_lease("leased", &victim).await;
+    s.expire_lease("leased", &revived).await;
+    let stored = s.message("leased", &victim).await;
+    let forged = altered(&stored, |m| m.payload = b"forged payload".to_vec());
+    s.set_message("leased", &victim, &forged).await;
+    assert_eq!(
+        s.direct.cmd(&["LLEN", "asynq:{leased}:pending"]).await,
+        support::int(2)
+    );
+
+    let handled = s.handle_with("leased", 3, &["-handle-retry-delay", "1s"]);
+    let got: BTreeMap<String, (String, u64)> = handled
+        .iter()
+        .map(|h| {
+            assert!(
+                !text(&h["payload"]).contains("forged"),
+                "a forged payload was handled: {h}"
+            );
+            let retried = h["retried"].as_u64().expect("retried");
+            (text(&h["id"]), (text(&h["payload"]), retried))
+        })
+        .collect();
+    assert_eq!(got.len(), handled.len(), "handled twice: {handled:?}");
+    // The recovered task comes back as a retry of a lease-expired run.
+    let want: BTreeMap<String, (String, u64)> = tasks
+        .iter()
+        .filter(|(id, _)| *id != victim)
+        .map(|(id, p)| (id.clone(), (p.clone(), u64::from(*id == revived))))
+        .collect();
+    assert_eq!(got, want, "{handled:?}");
+
+    // Archived by the proxy straight from active: asynq never retried it.
+    assert_eq!(
+        s.field("leased", &victim, "state").await,
+        support::bulk("archived")
+    );
+    assert_ne!(s.archived_score("leased", &victim).await, Value::Null);
+    for (kind, key) in [("LLEN", "active"), ("ZCARD", "lease"), ("ZCARD", "retry")] {
+        assert_eq!(
+            s.direct
+                .cmd(&[kind, &format!("asynq:{{leased}}:{key}")])
+                .await,
+            support::int(0),
+            "{key}"
+        );
+    }
+    let (rest, signature) = split(&s.message("leased", &victim).await);
+    assert!(
+        signature
+            .as_deref()
+            .is_some_and(|s| s.starts_with("quarantined:")),
+        "{signature:?}"
+    );
+    let m = TaskMessage::decode(&rest[..]).expect("a task message");
+    assert!(
+        m.error_msg.starts_with(FAILED) && m.error_msg.contains("does not match"),
+        "{}",
+        m.error_msg
+    );
+    assert_eq!(m.retried, 0, "the recoverer retried it first");
+
+    let seen = s.inspect("leased", "archived,retry,active", &[&victim]);
+    assert_eq!(seen["lists"]["retry"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["lists"]["active"], serde_json::json!([]), "{seen}");
+    let archived = by_id(&seen["lists"]["archived"]);
+    assert_eq!(archived.len(), 1, "{seen}");
+    let task = &archived[&victim];
+    assert!(text(&task["last_err"]).starts_with(FAILED), "{task}");
+    assert_eq!(task["retried"], 0, "{task}");
+    assert!(
+        text(&seen["infos"][0]["task"]["last_err"]).starts_with(FAILED),
+        "{seen}"
+    );
+
+    let metrics = s.proxy.metrics().await;
+    let failures = "asynq_guard_integrity_failures_total";
+    assert_eq!(
+        sum(&metrics, failures, &["path=\"deliver\""]),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            failures,
+            &[
+                "path=\"deliver\"",
+                "reason=\"bad_signature\"",
+                "queue=\"leased\""
+            ]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "asynq_guard_integrity_archived_total",
+            &["outcome=\"archived\"", "queue=\"leased\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let log = s.proxy.stderr();
+    let withheld: Vec<&str> = integrity_events(&log)
+        .into_iter()
+        .filter(|l| l.contains("task withheld from a worker"))
+        .collect();
+    assert_eq!(withheld.len(), 1, "{log}");
+    assert!(withheld[0].contains(&victim), "{log}");
+    assert_no_payload_in(&log);
+}
+
+/// Tasks enqueued into a group wait there for asynq's aggregator, which
+/// reads them (`readAggregationSet`) and hands them to the
+/// GroupAggregator as one batch. A grouped task tampered with while it
+/// waits is left out of the batch and archived; its siblings are
+/// aggregated and the aggregated task is handled once.
+async fn a_tampered_grouped_task_is_left_out_of_the_aggregation(version: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut s = setup(version).await;
+    let grouped = s.enqueue_with("grouped", 5, &["-batch-group", "g"]);
+    let victim = grouped[2].0.clone();
+    assert_eq!(
+        s.direct.cmd(&["ZCARD", "asynq:{grouped}:g:g"]).await,
+        support::int(5),
+        "the tasks are not waiting in their group"
+    );
+    assert_eq!(
+        s.field("grouped", &victim, "state").await,
+        support::bulk("aggregating")
+    );
+    let stored = s.message("grouped", &victim).await;
+    let forged = altered(&stored, |m| m.payload = b"forged payload".to_vec());
+    s.set_message("grouped", &victim, &forged).await;
+
+    let handled = s.handle_with("grouped", 1, &["-handle-group-grace", "1s"]);
+    let mut batched = Vec::new();
+    for h in &handled {
+        assert_eq!(h["type"], "aggregated", "a grouped task handled alone: {h}");
+        assert_eq!(h["queue"], "grouped", "{h}");
+        for p in h["batch"].as_array().expect("an aggregated task's batch") {
+            batched.push(text(p));
+        }
+    }
+    assert!(
+        batched.iter().all(|p| !p.contains("forged")),
+        "a forged payload was aggregated: {handled:?}"
+    );
+    batched.sort();
+    let want: Vec<String> = grouped
+        .iter()
+        .filter(|(id, _)| *id != victim)
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(batched, want, "{handled:?}");
+
+    assert_eq!(
+        s.field("grouped", &victim, "state").await,
+        support::bulk("archived")
+    );
+    assert_ne!(s.archived_score("grouped", &victim).await, Value::Null);
+    assert_eq!(
+        s.direct.cmd(&["EXISTS", "asynq:{grouped}:g:g"]).await,
+        support::int(0),
+        "tasks still wait in the group"
+    );
+    assert_eq!(
+        s.direct
+            .cmd(&["ZCARD", "asynq:{grouped}:aggregation_sets"])
+            .await,
+        support::int(0),
+        "an aggregation set was left behind"
+    );
+    let (rest, signature) = split(&s.message("grouped", &victim).await);
+    assert!(
+        signature
+            .as_deref()
+            .is_some_and(|s| s.starts_with("quarantined:")),
+        "{signature:?}"
+    );
+    let m = TaskMessage::decode(&rest[..]).expect("a task message");
+    assert!(
+        m.error_msg.starts_with(FAILED) && m.error_msg.contains("does not match"),
+        "{}",
+        m.error_msg
+    );
+
+    let seen = s.inspect("grouped", "archived", &[&victim]);
+    let archived = by_id(&seen["lists"]["archived"]);
+    assert_eq!(archived.len(), 1, "{seen}");
+    assert!(
+        text(&archived[&victim]["last_err"]).starts_with(FAILED),
+        "{seen}"
+    );
+    assert!(
+        text(&seen["infos"][0]["task"]["last_err"]).starts_with(FAILED),
+        "{seen}"
+    );
+
+    let metrics = s.proxy.metrics().await;
+    let failures = "asynq_guard_integrity_failures_total";
+    assert_eq!(
+        sum(&metrics, failures, &["path=\"deliver\""]),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            failures,
+            &[
+                "path=\"deliver\"",
+                "reason=\"bad_signature\"",
+                "queue=\"grouped\""
+            ]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "asynq_guard_integrity_archived_total",
+            &["outcome=\"archived\"", "queue=\"grouped\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let log = s.proxy.stderr();
+    let withheld: Vec<&str> = integrity_events(&log)
+        .into_iter()
+        .filter(|l| l.contains("task withheld from a worker"))
+        .collect();
+    assert_eq!(withheld.len(), 1, "{log}");
+    assert!(withheld[0].contains(&victim), "{log}");
+    assert_no_payload_in(&log);
+}
+
 macro_rules! per_version {
     ($($name:ident: $test:ident($version:literal);)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,4 +1153,12 @@ per_version! {
         inspectors_see_a_tampered_pending_task_marked("v0.25.1");
     asynq_v0_26_0_inspectors_see_a_tampered_pending_task_marked:
         inspectors_see_a_tampered_pending_task_marked("v0.26.0");
+    asynq_v0_24_1_a_tampered_task_with_an_expired_lease_is_not_recovered:
+        a_tampered_task_with_an_expired_lease_is_not_recovered("v0.24.1");
+    asynq_v0_26_0_a_tampered_task_with_an_expired_lease_is_not_recovered:
+        a_tampered_task_with_an_expired_lease_is_not_recovered("v0.26.0");
+    asynq_v0_24_1_a_tampered_grouped_task_is_left_out_of_the_aggregation:
+        a_tampered_grouped_task_is_left_out_of_the_aggregation("v0.24.1");
+    asynq_v0_26_0_a_tampered_grouped_task_is_left_out_of_the_aggregation:
+        a_tampered_grouped_task_is_left_out_of_the_aggregation("v0.26.0");
 }

@@ -55,6 +55,7 @@ type config struct {
 	batchCount     int
 	batchPayload   string
 	batchProcessIn time.Duration
+	batchGroup     string
 
 	handle             bool
 	handleQueues       []string
@@ -62,6 +63,8 @@ type config struct {
 	handleTimeout      time.Duration
 	handleSettle       time.Duration
 	handleDelayedCheck time.Duration
+	handleRetryDelay   time.Duration
+	handleGroupGrace   time.Duration
 
 	listTasks  bool
 	listQueue  string
@@ -90,11 +93,14 @@ var modeFlags = map[string]string{
 	"batch-count":          "enqueue-batch",
 	"batch-payload":        "enqueue-batch",
 	"batch-process-in":     "enqueue-batch",
+	"batch-group":          "enqueue-batch",
 	"handle-queues":        "handle",
 	"handle-expect":        "handle",
 	"handle-timeout":       "handle",
 	"handle-settle":        "handle",
 	"handle-delayed-check": "handle",
+	"handle-retry-delay":   "handle",
+	"handle-group-grace":   "handle",
 	"list-queue":           "list-tasks",
 	"list-states":          "list-tasks",
 	"list-ids":             "list-tasks",
@@ -145,6 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.batchCount, "batch-count", 10, "how many tasks -enqueue-batch enqueues")
 	fs.StringVar(&cfg.batchPayload, "batch-payload", "batch-payload", "payload prefix of the -enqueue-batch tasks (each gets -NNN appended)")
 	fs.DurationVar(&cfg.batchProcessIn, "batch-process-in", 0, "enqueue the -enqueue-batch tasks to run this much later (0: now)")
+	fs.StringVar(&cfg.batchGroup, "batch-group", "", "enqueue the -enqueue-batch tasks into this group, for aggregation (empty: no group)")
 
 	fs.BoolVar(&cfg.handle, "handle", false, "only run one Server on -handle-queues until it handled -handle-expect tasks and the queues are drained, and print every task it handled as JSON")
 	fs.StringVar(&handleQueues, "handle-queues", "", "comma-separated queues of the -handle Server")
@@ -152,6 +159,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.handleTimeout, "handle-timeout", time.Minute, "longest -handle runs")
 	fs.DurationVar(&cfg.handleSettle, "handle-settle", 2*time.Second, "how long -handle keeps running once its queues are drained")
 	fs.DurationVar(&cfg.handleDelayedCheck, "handle-delayed-check", time.Second, "the -handle Server's DelayedTaskCheckInterval")
+	fs.DurationVar(&cfg.handleRetryDelay, "handle-retry-delay", 0, "the -handle Server retries a failed or lease-expired task this much later (0: asynq's default backoff)")
+	fs.DurationVar(&cfg.handleGroupGrace, "handle-group-grace", 0, "run the -handle Server with a GroupAggregator and this GroupGracePeriod (at least 1s; 0: no aggregation)")
 
 	fs.BoolVar(&cfg.listTasks, "list-tasks", false, "only print the Inspector's task listings of -list-queue (and GetTaskInfo of -list-ids) as JSON")
 	fs.StringVar(&cfg.listQueue, "list-queue", "", "queue -list-tasks lists")
@@ -265,6 +274,10 @@ func (cfg *config) checkModes(fs *flag.FlagSet, loginsPath string) error {
 		return errors.New("-handle-expect and -handle-settle must not be negative")
 	case cfg.handle && (cfg.handleTimeout <= 0 || cfg.handleDelayedCheck <= 0):
 		return errors.New("-handle-timeout and -handle-delayed-check must be positive")
+	case cfg.handle && cfg.handleRetryDelay < 0:
+		return errors.New("-handle-retry-delay must not be negative")
+	case cfg.handle && cfg.handleGroupGrace != 0 && cfg.handleGroupGrace < time.Second:
+		return errors.New("-handle-group-grace must be 0 or at least 1s (asynq's minimum)")
 	case cfg.listTasks && cfg.listQueue == "":
 		return errors.New("-list-tasks needs -list-queue")
 	}

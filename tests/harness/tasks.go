@@ -6,15 +6,20 @@ package main
 //
 //   - -enqueue-batch: one Client enqueues -batch-count tasks of
 //     -batch-type to -batch-queue, payload "<-batch-payload>-000",
-//     "-001", …, optionally -batch-process-in later. Prints
+//     "-001", …, optionally -batch-process-in later, optionally into
+//     group -batch-group (to be aggregated). Prints
 //     {"tasks":[{"id":…,"queue":…,"type":…,"payload":…,"state":…}],
 //     "errors":["…"]}.
 //   - -handle: one Server on -handle-queues whose handler records every
 //     task it is given (id, queue, type, payload, retry count) and
-//     returns nil. It runs until it has handled -handle-expect tasks and
-//     the Inspector shows no pending, active, scheduled or retry task in
-//     its queues, then -handle-settle longer (so that a late delivery
-//     would still be seen), or until -handle-timeout. Prints
+//     returns nil; an aggregated task (see -handle-group-grace) is
+//     recorded with the payloads of the tasks it was made of ("batch").
+//     -handle-retry-delay replaces asynq's retry backoff (a task whose
+//     lease expired is retried too). It runs until it has handled
+//     -handle-expect tasks and the Inspector shows no pending, active,
+//     scheduled, retry or aggregating task in its queues, then
+//     -handle-settle longer (so that a late delivery would still be
+//     seen), or until -handle-timeout. Prints
 //     {"handled":[…],"reached":b,"drained":b,"errors":n,
 //     "first_error":"…","start_error":"…","inspect_error":"…"}.
 //   - -list-tasks: the Inspector's listings of -list-queue for each state
@@ -59,6 +64,9 @@ type taskView struct {
 	State   string `json:"state,omitempty"`
 	LastErr string `json:"last_err"`
 	Retried int    `json:"retried"`
+	// Batch is, for an aggregated task -handle was given, the payloads
+	// of the tasks it was made of.
+	Batch []string `json:"batch,omitempty"`
 }
 
 func viewOf(info *asynq.TaskInfo) taskView {
@@ -94,6 +102,9 @@ func enqueueBatch(cfg config) int {
 		if cfg.batchProcessIn > 0 {
 			opts = append(opts, asynq.ProcessIn(cfg.batchProcessIn))
 		}
+		if cfg.batchGroup != "" {
+			opts = append(opts, asynq.Group(cfg.batchGroup))
+		}
 		info, err := client.Enqueue(asynq.NewTask(cfg.batchType, []byte(payload)), opts...)
 		if err != nil {
 			out.Errors = append(out.Errors, err.Error())
@@ -127,10 +138,20 @@ func handle(cfg config) int {
 		id, _ := asynq.GetTaskID(ctx)
 		q, _ := asynq.GetQueueName(ctx)
 		retried, _ := asynq.GetRetryCount(ctx)
+		view := taskView{ID: id, Queue: q, Type: t.Type(), Payload: string(t.Payload()), Retried: retried}
+		if cfg.handleGroupGrace > 0 && t.Type() == typeAggregated {
+			payloads, err := decodeBatch(t.Payload())
+			if err != nil {
+				return fmt.Errorf("aggregated task %s: %w", id, err)
+			}
+			view.Payload = ""
+			view.Batch = []string{}
+			for _, p := range payloads {
+				view.Batch = append(view.Batch, string(p))
+			}
+		}
 		mu.Lock()
-		out.Handled = append(out.Handled, taskView{
-			ID: id, Queue: q, Type: t.Type(), Payload: string(t.Payload()), Retried: retried,
-		})
+		out.Handled = append(out.Handled, view)
 		mu.Unlock()
 		return nil
 	})
@@ -142,14 +163,24 @@ func handle(cfg config) int {
 
 	opt := redisOpt(cfg, login{cfg.username, cfg.password})
 	logger := &countingLogger{quiet: cfg.quiet}
-	srv := asynq.NewServer(opt, asynq.Config{
+	srvCfg := asynq.Config{
 		Concurrency:              handleConcurrency,
 		Queues:                   queues,
 		ShutdownTimeout:          shutdownTimeout,
 		DelayedTaskCheckInterval: cfg.handleDelayedCheck,
 		Logger:                   logger,
 		LogLevel:                 asynq.WarnLevel,
-	})
+	}
+	if cfg.handleRetryDelay > 0 {
+		delay := cfg.handleRetryDelay
+		srvCfg.RetryDelayFunc = func(int, error, *asynq.Task) time.Duration { return delay }
+	}
+	if cfg.handleGroupGrace > 0 {
+		srvCfg.GroupAggregator = aggregator()
+		srvCfg.GroupGracePeriod = cfg.handleGroupGrace
+		srvCfg.GroupMaxDelay = 2 * cfg.handleGroupGrace
+	}
+	srv := asynq.NewServer(opt, srvCfg)
 	if err := srv.Start(record); err != nil {
 		out.StartError = err.Error()
 	} else {
@@ -184,14 +215,15 @@ func handle(cfg config) int {
 }
 
 // queuesDrained says whether no queue holds a task that a worker could
-// still be given (pending, active, scheduled or retry).
+// still be given (pending, active, scheduled, retry, or aggregating in a
+// group).
 func queuesDrained(insp *asynq.Inspector, queues []string) (bool, error) {
 	for _, q := range queues {
 		info, err := insp.GetQueueInfo(q)
 		if err != nil {
 			return false, fmt.Errorf("GetQueueInfo(%s): %w", q, err)
 		}
-		if info.Pending+info.Active+info.Scheduled+info.Retry > 0 {
+		if info.Pending+info.Active+info.Scheduled+info.Retry+info.Aggregating > 0 {
 			return false, nil
 		}
 	}
