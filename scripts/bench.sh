@@ -305,6 +305,19 @@ order() {
     echo "${all[@]:k}" "${all[@]:0:k}"
 }
 
+# === what was run, for the report ===
+
+note() { printf '%s\t%s\n' "$1" "$2" >>"$meta"; }
+note date "$(date -u '+%Y-%m-%d %H:%M UTC') (start)"
+note commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+note machine "$(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs ($(uname -sr)); everything on this one machine"
+note versions "$(redis-server --version | awk '{ print $1, $2, $3 }'), $("$haproxy_bin" -v | head -n 1 | awk '{ print $1, $2, $3 }'), asynq v0.26.0, $(go version | awk '{ print $3 }')"
+note run "$([ "$smoke" = 1 ] && echo "SMOKE (tiny sizes: exercises the paths, figures mean little)" || echo full), $reps repetition(s); in each the order of the targets rotates (direct, HAProxy, asynq-guard)"
+note redis-benchmark "GET and SET; requests per run: 1 conn $rb_1c, 50 conns $rb_50c, pipeline 16 $rb_p16, 64 KiB values $rb_64k (keyspace 1,000), 1,000 conns $rb_1000c; random keys key:N (-r 100000); direct and HAProxy log in with Redis's password, asynq-guard with a raw identity"
+note asynq "$tasks tasks of 256 B to queue bench; enqueue: asynq.Client.Enqueue from 16 goroutines; batch enqueue: 16 goroutines each sending go-redis pipelines of 100 calls of asynq's enqueue script (EVALSHA, asynq's message encoding) and waiting for the replies; drain: an asynq.Server with a no-op handler, from Start to the last task; enqueue to handler: $e2e_rate/s for $e2e_for, a Server at Concurrency 10 polling every 1 ms when idle, the time from Enqueue to the handler's start"
+note asynq-guard "producer and worker identities with enqueue and consume grants on queue bench, a rate limit of 10^7/s on the producer, tasks signed (integrity add mode) on queue bench, audit and info logs to a file"
+note "idle connections" "1,000, then $idle_n ($idle_asked asked; the proxies hold 2 descriptors per connection and ulimit -n is $fd_limit), each after AUTH and PING; RSS per connection = (RSS with all open - RSS idle) / $idle_n"
+
 # === memory with idle connections (fresh processes, before the workloads) ===
 
 echo "==> idle connections: 1,000 and $idle_n per target"
@@ -387,6 +400,10 @@ for rep in $(seq 1 "$reps"); do
             asynqbench "$target" producer latency -rate "$e2e_rate" -for "$e2e_for" -c 10 \
             $(login "$target" worker | sed 's/^-user /-worker-user /; s/ -pass / -worker-pass /; s/^-pass /-worker-pass /')
     done
+    # A report so far, in case the run is cut short.
+    # === report ===
+
+"$bench" report -results "$results" -meta "$meta" -out "$out/report.md" >/dev/null
 done
 
 record 0 direct mem hwm_kib "$(hwm_kib "$redis_pid")"
@@ -394,17 +411,6 @@ record 0 haproxy mem hwm_kib "$(hwm_kib "$haproxy_pid")"
 record 0 guard mem hwm_kib "$(hwm_kib "$guard_pid")"
 
 # === report ===
-
-note() { printf '%s\t%s\n' "$1" "$2" >>"$meta"; }
-note date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-note commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-note machine "$(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs ($(uname -sr)); everything on this one machine"
-note versions "$(redis-server --version | awk '{ print $1, $2, $3 }'), $("$haproxy_bin" -v | head -n 1 | awk '{ print $1, $2, $3 }'), asynq v0.26.0, $(go version | awk '{ print $3 }')"
-note run "$([ "$smoke" = 1 ] && echo "SMOKE (tiny sizes: exercises the paths, figures mean little)" || echo full), $reps repetition(s); in each the order of the targets rotates (direct, HAProxy, asynq-guard)"
-note redis-benchmark "GET and SET; requests per run: 1 conn $rb_1c, 50 conns $rb_50c, pipeline 16 $rb_p16, 64 KiB values $rb_64k (keyspace 1,000), 1,000 conns $rb_1000c; random keys key:N (-r 100000); direct and HAProxy log in with Redis's password, asynq-guard with a raw identity"
-note asynq "$tasks tasks of 256 B to queue bench; enqueue: asynq.Client.Enqueue from 16 goroutines; batch enqueue: 16 goroutines each sending go-redis pipelines of 100 calls of asynq's enqueue script (EVALSHA, asynq's message encoding) and waiting for the replies; drain: an asynq.Server with a no-op handler, from Start to the last task; enqueue to handler: $e2e_rate/s for $e2e_for, a Server at Concurrency 10 polling every 1 ms when idle, the time from Enqueue to the handler's start"
-note asynq-guard "producer and worker identities with enqueue and consume grants on queue bench, a rate limit of 10^7/s on the producer, tasks signed (integrity add mode) on queue bench, audit and info logs to a file"
-note "idle connections" "1,000, then $idle_n ($idle_asked asked; the proxies hold 2 descriptors per connection and ulimit -n is $fd_limit), each after AUTH and PING; RSS per connection = (RSS with all open - RSS idle) / $idle_n"
 
 "$bench" report -results "$results" -meta "$meta" -out "$out/report.md"
 echo "==> report written to $out/report.md"
