@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing asynq-guard needs on a Debian machine:
-# redis-server and redis-tools from apt, the rustfmt and clippy components,
-# and the Go modules of the asynq harness. Safe to run again.
+# redis-server, redis-tools (redis-cli, redis-benchmark) and haproxy (the
+# L4 baseline of scripts/bench.sh) from apt, the rustfmt and clippy
+# components, and the Go modules of the asynq harness and of the benchmark.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
-command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     echo "==> apt-get install ${need_apt[*]}"
@@ -37,3 +40,5 @@ echo "==> go mod download (asynq harness, every pinned asynq version)"
 )
 echo "==> go mod download (sdk/go/asynqguard)"
 (cd sdk/go/asynqguard && go mod download)
+echo "==> go mod download (scripts/bench)"
+(cd scripts/bench && go mod download)

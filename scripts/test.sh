@@ -22,6 +22,12 @@ echo "==> go vet (asynq harness, every pinned version)"
         go vet -modfile="$modfile" ./...
     done
 )
+echo "==> benchmark workloads (scripts/bench): gofmt, vet"
+(
+    cd scripts/bench
+    test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
+    go vet ./...
+)
 echo "==> Go signing package (sdk/go/asynqguard): gofmt, vet, tests against a real redis-server"
 (
     cd sdk/go/asynqguard
