@@ -39,9 +39,16 @@ impl std::fmt::Debug for Signature {
 impl Signature {
     /// The text form, `v1:<key id>:<hex>`.
     pub fn text(&self) -> String {
-        let mut out = format!("v1:{}:", self.key_id);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(4 + self.key_id.len() + 64);
+        out.push_str("v1:");
+        out.push_str(&self.key_id);
+        out.push(':');
+        // Every signed enqueue formats one: a table, not format! per byte
+        // (which the benchmark's profile showed at a fifth of the cost).
         for b in self.mac {
-            out.push_str(&format!("{b:02x}"));
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
         out
     }
