@@ -12,13 +12,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v curl >/dev/null || need_apt+=(curl)
-if ((${#need_apt[@]})); then
-    echo "==> apt-get install ${need_apt[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+scripts/apt-install.sh ${need_apt[@]+"${need_apt[@]}"}
 
 for tool in cargo go; do
     command -v "$tool" >/dev/null || {

@@ -26,13 +26,7 @@ need_apt=()
 command -v yamllint >/dev/null || need_apt+=(yamllint)
 command -v jq >/dev/null || need_apt+=(jq)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
-if ((${#need_apt[@]})); then
-    echo "==> apt-get install ${need_apt[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+scripts/apt-install.sh ${need_apt[@]+"${need_apt[@]}"}
 
 hadolint="$tools/venv/bin/hadolint"
 if ! "$hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then

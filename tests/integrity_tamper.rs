@@ -384,6 +384,46 @@ fn assert_no_payload_in(log: &str) {
 }
 
 /// The tasks of a listing, by id.
+/// The metrics and audit log after one task of `queue` (id `victim`)
+/// failed its check on the way to a worker: counted once as a delivery
+/// failure and once as archived, one audit line naming it, no payload.
+async fn assert_one_withheld(proxy: &Proxy, queue: &str, victim: &str) {
+    let metrics = proxy.metrics().await;
+    let failures = "asynq_guard_integrity_failures_total";
+    assert_eq!(
+        sum(&metrics, failures, &["path=\"deliver\""]),
+        1.0,
+        "{metrics}"
+    );
+    let queue_label = format!("queue=\"{queue}\"");
+    assert_eq!(
+        sum(
+            &metrics,
+            failures,
+            &["path=\"deliver\"", "reason=\"bad_signature\"", &queue_label]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "asynq_guard_integrity_archived_total",
+            &["outcome=\"archived\"", &queue_label]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let log = proxy.stderr();
+    let withheld: Vec<&str> = integrity_events(&log)
+        .into_iter()
+        .filter(|l| l.contains("task withheld from a worker"))
+        .collect();
+    assert_eq!(withheld.len(), 1, "{log}");
+    assert!(withheld[0].contains(victim), "{log}");
+    assert_no_payload_in(&log);
+}
+
 fn by_id(listing: &Json) -> BTreeMap<String, Json> {
     listing
         .as_array()
@@ -960,43 +1000,7 @@ async fn a_tampered_task_with_an_expired_lease_is_not_recovered(version: &str) {
         "{seen}"
     );
 
-    let metrics = s.proxy.metrics().await;
-    let failures = "asynq_guard_integrity_failures_total";
-    assert_eq!(
-        sum(&metrics, failures, &["path=\"deliver\""]),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        sum(
-            &metrics,
-            failures,
-            &[
-                "path=\"deliver\"",
-                "reason=\"bad_signature\"",
-                "queue=\"leased\""
-            ]
-        ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        sum(
-            &metrics,
-            "asynq_guard_integrity_archived_total",
-            &["outcome=\"archived\"", "queue=\"leased\""]
-        ),
-        1.0,
-        "{metrics}"
-    );
-    let log = s.proxy.stderr();
-    let withheld: Vec<&str> = integrity_events(&log)
-        .into_iter()
-        .filter(|l| l.contains("task withheld from a worker"))
-        .collect();
-    assert_eq!(withheld.len(), 1, "{log}");
-    assert!(withheld[0].contains(&victim), "{log}");
-    assert_no_payload_in(&log);
+    assert_one_withheld(&s.proxy, "leased", &victim).await;
 }
 
 /// Tasks enqueued into a group wait there for asynq's aggregator, which
@@ -1086,43 +1090,7 @@ async fn a_tampered_grouped_task_is_left_out_of_the_aggregation(version: &str) {
         "{seen}"
     );
 
-    let metrics = s.proxy.metrics().await;
-    let failures = "asynq_guard_integrity_failures_total";
-    assert_eq!(
-        sum(&metrics, failures, &["path=\"deliver\""]),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        sum(
-            &metrics,
-            failures,
-            &[
-                "path=\"deliver\"",
-                "reason=\"bad_signature\"",
-                "queue=\"grouped\""
-            ]
-        ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        sum(
-            &metrics,
-            "asynq_guard_integrity_archived_total",
-            &["outcome=\"archived\"", "queue=\"grouped\""]
-        ),
-        1.0,
-        "{metrics}"
-    );
-    let log = s.proxy.stderr();
-    let withheld: Vec<&str> = integrity_events(&log)
-        .into_iter()
-        .filter(|l| l.contains("task withheld from a worker"))
-        .collect();
-    assert_eq!(withheld.len(), 1, "{log}");
-    assert!(withheld[0].contains(&victim), "{log}");
-    assert_no_payload_in(&log);
+    assert_one_withheld(&s.proxy, "grouped", &victim).await;
 }
 
 macro_rules! per_version {

@@ -24,8 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 use support::{
-    Client, Deadline, Proxy, Redis, TempDir, Value, build_harness, harness_as, identities,
-    secret_of,
+    Client, Deadline, Proxy, Redis, TempDir, Value, build_harness, harness_as_async, identities,
+    probe_as, secret_of,
 };
 
 /// The upstream Redis's password; the proxy reads it from a file.
@@ -105,23 +105,11 @@ fn policy(dir: &Path) -> String {
 
 /// A harness mode run as `who` on a blocking thread.
 async fn harness_run(address: &str, who: &'static str, args: &[&str]) -> Json {
-    let address = address.to_string();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        harness_as(&harness(), &address, who, &args)
-    })
-    .await
-    .expect("harness thread")
+    harness_as_async(&harness(), address, who, args).await
 }
 
 async fn probe(address: &str, queue: &str, task_type: &str) -> Json {
-    harness_run(
-        address,
-        "producer",
-        &["-probe", "-probe-queue", queue, "-probe-type", task_type],
-    )
-    .await
+    probe_as(&harness(), address, "producer", queue, task_type).await
 }
 
 async fn enqueue(address: &str, queue: &str, count: usize) -> Json {

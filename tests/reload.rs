@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use serde_json::Value as Json;
 
 use support::{
-    Client, Deadline, Proxy, Redis, TEST_SECRET, TEST_USER, Value, build_harness, harness_as,
-    http_get, identities, metric, secret_of, within,
+    Client, Deadline, Proxy, Redis, TEST_SECRET, TEST_USER, Value, build_harness, harness_as_async,
+    http_get, identities, metric, probe_as, secret_of, within,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -72,23 +72,11 @@ fn policy_sha(metrics: &str) -> String {
 
 /// A harness mode run as `who` on a blocking thread.
 async fn harness_run(address: &str, who: &'static str, args: &[&str]) -> Json {
-    let address = address.to_string();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        harness_as(&harness(), &address, who, &args)
-    })
-    .await
-    .expect("harness thread")
+    harness_as_async(&harness(), address, who, args).await
 }
 
 async fn probe(address: &str, queue: &str) -> Json {
-    harness_run(
-        address,
-        "producer",
-        &["-probe", "-probe-queue", queue, "-probe-type", "email:send"],
-    )
-    .await
+    probe_as(&harness(), address, "producer", queue, "email:send").await
 }
 
 async fn enqueue(address: &str, queue: &str, count: usize) -> Json {

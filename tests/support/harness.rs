@@ -171,6 +171,37 @@ pub fn harness_as(binary: &Path, address: &str, who: &str, args: &[&str]) -> Val
     harness_json(binary, &all)
 }
 
+/// [`harness_as`] on a blocking thread, for tests that run other asynq
+/// programs or clients meanwhile.
+pub async fn harness_as_async(binary: &Path, address: &str, who: &str, args: &[&str]) -> Value {
+    let (binary, address, who) = (binary.to_path_buf(), address.to_string(), who.to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        harness_as(&binary, &address, &who, &args)
+    })
+    .await
+    .expect("harness thread")
+}
+
+/// `-probe`: one enqueue as `who` of `task_type` to `queue`, and what
+/// asynq returned.
+pub async fn probe_as(
+    binary: &Path,
+    address: &str,
+    who: &str,
+    queue: &str,
+    task_type: &str,
+) -> Value {
+    harness_as_async(
+        binary,
+        address,
+        who,
+        &["-probe", "-probe-queue", queue, "-probe-type", task_type],
+    )
+    .await
+}
+
 /// `-worker-check` as `who` on `queues` (comma-separated) for 4 s: what
 /// an asynq server with that identity processed.
 pub fn worker_check(binary: &Path, address: &str, who: &str, queues: &str) -> Value {
