@@ -60,14 +60,15 @@ pub async fn accept_loop(socket: TcpListener, settings: ListenerSettings, live: 
             identity = tracing::field::Empty
         );
         let guard = OpenConnection::new(open.clone(), peer);
-        let task = serve_connection(stream, peer, Arc::clone(&settings), Arc::clone(&live));
-        tokio::spawn(
-            async move {
-                task.await;
-                drop(guard);
-            }
-            .instrument(span),
-        );
+        let (settings, live) = (Arc::clone(&settings), Arc::clone(&live));
+        // The session's future is made inside the spawned one: made
+        // outside and moved in, it would be stored twice over.
+        let task = async move {
+            serve_connection(stream, peer, settings, live).await;
+            drop(guard);
+        }
+        .instrument(span);
+        tokio::spawn(task);
     }
 }
 
@@ -77,16 +78,33 @@ async fn serve_connection(
     settings: Arc<ListenerSettings>,
     live: Arc<Live>,
 ) {
-    let mut conn = Conn {
+    let conn = Conn {
         peer,
         listener: settings.name.clone(),
         resp3: settings.resp3,
         cert: CertIdentity::None,
         cert_der: None,
     };
-    let Some(tls) = &settings.tls else {
+    if settings.tls.is_none() {
         let (read, write) = stream.into_split();
         session::run(read, write, conn, live).await;
+        return;
+    }
+    // Boxed apart: the TLS session's future (rustls state and handshake
+    // included) is several times the size of a plain one, and a future
+    // is as large as its largest branch for the connection's whole life.
+    Box::pin(serve_tls(stream, conn, settings, live)).await;
+}
+
+/// The TLS half of [`serve_connection`]: handshake, client certificate,
+/// then the session over the TLS stream.
+async fn serve_tls(
+    stream: TcpStream,
+    mut conn: Conn,
+    settings: Arc<ListenerSettings>,
+    live: Arc<Live>,
+) {
+    let Some(tls) = &settings.tls else {
         return;
     };
     let handshake = tls.acceptor().accept(stream);

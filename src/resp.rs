@@ -136,6 +136,58 @@ struct Scan {
     bulk: Option<usize>,
 }
 
+/// Room offered for a read while the peer sends little: an idle
+/// connection holds no more than this per direction.
+const ROOM_SMALL: usize = 1024;
+
+/// Room offered for a read after one filled all the room it was given.
+const ROOM_LARGE: usize = 16 * 1024;
+
+/// Most room offered for one read, however large the argument coming.
+const ROOM_MOST: usize = 1024 * 1024;
+
+/// Sizes the room of a read buffer: small while reads come in small, so
+/// that idle connections hold little memory; large once a read has
+/// filled the room it was given (pipelines, large values), small again
+/// when reads shrink and the buffer is empty.
+#[derive(Debug, Default)]
+struct Room {
+    /// Room offered for the last read; 0 before the first.
+    offered: usize,
+    /// Buffered length when it was offered.
+    mark: usize,
+    /// Bytes taken out of the buffer since then.
+    taken: usize,
+    large: bool,
+}
+
+impl Room {
+    /// Readies `buf` for the next read, with room for at least `need`
+    /// bytes (clamped to [`ROOM_MOST`]).
+    fn offer<'a>(&mut self, buf: &'a mut BytesMut, need: usize) -> &'a mut BytesMut {
+        if self.offered > 0 {
+            let read = (buf.len() + self.taken).saturating_sub(self.mark);
+            self.large = read >= self.offered;
+        }
+        let base = if self.large { ROOM_LARGE } else { ROOM_SMALL };
+        if buf.is_empty() && !self.large {
+            // A fresh buffer: reserving on the old one could keep its
+            // whole (maybe large) allocation alive while idle.
+            *buf = BytesMut::new();
+        }
+        buf.reserve(need.min(ROOM_MOST).max(base));
+        self.offered = buf.capacity() - buf.len();
+        self.mark = buf.len();
+        self.taken = 0;
+        buf
+    }
+
+    /// Notes `n` bytes split off the front of the buffer.
+    fn took(&mut self, n: usize) {
+        self.taken += n;
+    }
+}
+
 /// Outcome of scanning the buffer.
 enum Scanned {
     /// A complete command frame of this many bytes.
@@ -151,6 +203,7 @@ enum Scanned {
 #[derive(Debug)]
 pub struct RequestReader {
     buf: BytesMut,
+    room: Room,
     scan: Scan,
     limits: Limits,
 }
@@ -158,7 +211,8 @@ pub struct RequestReader {
 impl RequestReader {
     pub fn new(limits: Limits) -> Self {
         RequestReader {
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
+            room: Room::default(),
             scan: Scan::default(),
             limits,
         }
@@ -167,14 +221,11 @@ impl RequestReader {
     /// The buffer to read more client bytes into, with room reserved for
     /// the next read (more when a large argument is known to be coming).
     pub fn buffer(&mut self) -> &mut BytesMut {
-        let want = match self.scan.bulk {
-            Some(len) => (self.scan.pos + len + 2)
-                .saturating_sub(self.buf.len())
-                .clamp(16 * 1024, 1024 * 1024),
-            None => 16 * 1024,
+        let need = match self.scan.bulk {
+            Some(len) => (self.scan.pos + len + 2).saturating_sub(self.buf.len()),
+            None => 0,
         };
-        self.buf.reserve(want);
-        &mut self.buf
+        self.room.offer(&mut self.buf, need)
     }
 
     /// Changes the limits from the next command on (authentication lifts
@@ -207,10 +258,12 @@ impl RequestReader {
                 }
                 Scanned::Empty(len) => {
                     let _ = self.buf.split_to(len);
+                    self.room.took(len);
                     self.scan = Scan::default();
                 }
                 Scanned::Frame(len) => {
                     let raw = self.buf.split_to(len).freeze();
+                    self.room.took(len);
                     self.scan = Scan::default();
                     return decode_command(raw).map(Some);
                 }
@@ -412,24 +465,16 @@ pub struct Reply {
 }
 
 /// Reads replies out of the upstream byte stream.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ReplyReader {
     buf: BytesMut,
-}
-
-impl Default for ReplyReader {
-    fn default() -> Self {
-        ReplyReader {
-            buf: BytesMut::with_capacity(16 * 1024),
-        }
-    }
+    room: Room,
 }
 
 impl ReplyReader {
     /// The buffer to read more upstream bytes into.
     pub fn buffer(&mut self) -> &mut BytesMut {
-        self.buf.reserve(16 * 1024);
-        &mut self.buf
+        self.room.offer(&mut self.buf, 0)
     }
 
     /// The next complete reply, decoded as `proto`.
@@ -448,9 +493,12 @@ impl ReplyReader {
                 .map(|o| o.map(|(f, n)| (shape_resp3(&self.buf, &f), n))),
         }
         .map_err(|e| ReplyError(e.details().to_string()))?;
-        Ok(found.map(|(shape, n)| Reply {
-            raw: self.buf.split_to(n).freeze(),
-            shape,
+        Ok(found.map(|(shape, n)| {
+            self.room.took(n);
+            Reply {
+                raw: self.buf.split_to(n).freeze(),
+                shape,
+            }
         }))
     }
 }

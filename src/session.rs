@@ -91,11 +91,15 @@ pub(crate) async fn decide(
 ) -> Decision {
     let decision = match gate.decide(cmd, c, shared) {
         Decision::Admit(pending) => {
-            let outcomes = ask_redis(&pending, shared).await;
+            // Boxed, as the stored-message read below: these round trips
+            // to the control connection are rare next to the commands
+            // that need none, and kept inline they would be part of
+            // every connection's memory.
+            let outcomes = Box::pin(ask_redis(&pending, shared)).await;
             gate.settle(*pending, outcomes, shared)
         }
         Decision::Verify(check) => {
-            let stored = shared.control.task_message(&check.task_key).await;
+            let stored = Box::pin(shared.control.task_message(&check.task_key)).await;
             gate.settle_stored(&check, stored, shared)
         }
         decision => decision,
@@ -213,13 +217,15 @@ where
     let mut reader = RequestReader::new(shared.limits_for(gate.identity().is_some()));
     let mut first = None;
     if gate.identity().is_none() {
-        let login = login::authenticate(
+        // Boxed, as is the upstream connect below: both are over before
+        // the connection settles, and their memory goes with them.
+        let login = Box::pin(login::authenticate(
             &mut client_read,
             &mut client_write,
             &mut reader,
             &mut gate,
             &shared,
-        );
+        ));
         match tokio::time::timeout(shared.auth_timeout, login).await {
             Ok(Some(pending)) => first = pending,
             Ok(None) => return,
@@ -240,7 +246,7 @@ where
                 .with_label_values(&[listener.as_str(), i.name.as_str()]),
         )
     });
-    let (up_read, mut up_write) = match upstream::connect(&shared.upstream).await {
+    let (up_read, up_write) = match Box::pin(upstream::connect(&shared.upstream)).await {
         Ok(halves) => halves,
         Err(error) => {
             warn!(%error, "upstream unavailable");
@@ -261,53 +267,65 @@ where
 
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
-    let requests = forward_requests(
-        client_read,
-        &mut up_write,
-        Requests {
-            slots: tx,
-            pending: Arc::clone(&pending),
-            reader,
-            gate,
-            first,
-        },
-        &live,
-    );
     let client_gone = Arc::new(AtomicBool::new(false));
     let revoked = Arc::new(std::sync::OnceLock::new());
-    let replies = replies::relay_replies(
-        up_read,
-        client_write,
-        rx,
-        pending,
-        Arc::clone(&client_gone),
-        Arc::clone(&revoked),
-        &live,
-    );
-    tokio::pin!(requests, replies);
-    tokio::select! {
-        end = &mut replies => debug!(?end, "session closed by reply side"),
-        end = &mut requests => {
-            debug!(?end, "client stopped sending");
-            if matches!(end, RequestEnd::ClientClosed | RequestEnd::ClientError(_)) {
-                client_gone.store(true, Ordering::Relaxed);
-            }
-            if let RequestEnd::Revoked(why) = end {
-                let _ = revoked.set(format!("NOPERM asynq-guard: {why}; closing the connection"));
-            }
-            // The upstream write half stays open meanwhile: closing it
-            // would make Redis drop the replies still owed. At shutdown
-            // the grace period bounds the wait instead.
-            if live.is_closing() {
-                let end = replies.await;
-                debug!(?end, "session closed");
-            } else {
-                match tokio::time::timeout(DRAIN, replies).await {
-                    Ok(end) => debug!(?end, "session closed"),
-                    Err(_) => debug!("replies not drained in time, closing"),
+    // The halves borrow the client's write half; they are dropped at the
+    // end of this block, which hands back what the connection still needs.
+    let (reply_end, up_write) = {
+        // Pinned where they are made, so that each future is stored once
+        // in this one (moved into `tokio::pin!`, it would be stored twice).
+        let mut requests = std::pin::pin!(forward_requests_owning(
+            client_read,
+            up_write,
+            Requests {
+                slots: tx,
+                pending: Arc::clone(&pending),
+                reader,
+                gate,
+                first,
+            },
+            &live,
+        ));
+        let mut replies = std::pin::pin!(replies::relay_replies(
+            up_read,
+            &mut client_write,
+            rx,
+            pending,
+            Arc::clone(&client_gone),
+            Arc::clone(&revoked),
+            &live,
+        ));
+        tokio::select! {
+            end = &mut replies => (Some(end), None),
+            (end, up_write) = &mut requests => {
+                debug!(?end, "client stopped sending");
+                if matches!(end, RequestEnd::ClientClosed | RequestEnd::ClientError(_)) {
+                    client_gone.store(true, Ordering::Relaxed);
                 }
+                if let RequestEnd::Revoked(why) = end {
+                    let _ = revoked.set(format!("NOPERM asynq-guard: {why}; closing the connection"));
+                }
+                // The upstream write half stays open meanwhile: closing it
+                // would make Redis drop the replies still owed. At
+                // shutdown the grace period bounds the wait instead.
+                let end = if live.is_closing() {
+                    Some(replies.await)
+                } else {
+                    tokio::time::timeout(DRAIN, replies).await.ok()
+                };
+                (end, Some(up_write))
             }
         }
+    };
+    debug!(end = ?reply_end, "session closed");
+    if let (Some(replies::ReplyEnd::Revoked(owed)), Some(mut up_write)) = (reply_end, up_write) {
+        // A blocking command was waiting when the identity was revoked:
+        // Redis must drop it before the client learns that the
+        // connection is closed, or a value pushed right after could be
+        // popped for nobody.
+        let _ = up_write.shutdown().await;
+        let _ = client_write.write_all(&owed).await;
+        let _ = client_write.shutdown().await;
     }
 }
 
@@ -435,6 +453,21 @@ pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: b
     }
 }
 
+/// [`forward_requests`], owning the upstream write half and handing it
+/// back when the client stops sending.
+async fn forward_requests_owning<R>(
+    client: R,
+    mut upstream: UpstreamWrite,
+    start: Requests,
+    live: &Live,
+) -> (RequestEnd, UpstreamWrite)
+where
+    R: AsyncRead + Unpin,
+{
+    let end = forward_requests(client, &mut upstream, start, live).await;
+    (end, upstream)
+}
+
 /// The request half: client → gate → Redis.
 async fn forward_requests<R>(
     mut client: R,
@@ -457,7 +490,7 @@ where
     let relogin = upstream::login_commands(&shared.upstream);
     let mut changes = live.changes();
     let mut closing = live.closing();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     if let Some((slot, raw)) = first {
         pending.fetch_add(1, Ordering::Relaxed);
         if slots.send(vec![slot]).is_err() {
@@ -623,7 +656,20 @@ fn over_pending_limit(pending: &AtomicUsize, adding: usize, shared: &Shared) -> 
 async fn write_out(upstream: &mut UpstreamWrite, out: &mut BytesMut) -> std::io::Result<()> {
     if !out.is_empty() {
         upstream.write_all(out).await?;
-        out.clear();
+        empty_out(out);
     }
     Ok(())
+}
+
+/// Most capacity an output buffer keeps once written out; a larger one is
+/// given back, so that a connection idle after a burst holds little.
+const OUT_KEEP: usize = 4 * 1024;
+
+/// Empties an output buffer that has been written out.
+pub(crate) fn empty_out(out: &mut BytesMut) {
+    if out.capacity() > OUT_KEEP {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
+    }
 }

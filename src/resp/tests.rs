@@ -204,3 +204,67 @@ fn incomplete_reply_waits_for_more() {
     let r = reader.next_reply(Proto::Resp2).unwrap().unwrap();
     assert_eq!(&r.raw[..], b"$5\r\nhello\r\n");
 }
+
+/// Room a reader offers for its next read.
+fn spare(buf: &BytesMut) -> usize {
+    buf.capacity() - buf.len()
+}
+
+#[test]
+fn read_room_stays_small_for_small_reads_and_grows_for_full_ones() {
+    let ping = b"*1\r\n$4\r\nPING\r\n";
+    let mut reader = RequestReader::new(Limits::default());
+
+    // An idle connection: small room.
+    let room = spare(reader.buffer());
+    assert!((ROOM_SMALL..ROOM_LARGE).contains(&room), "{room}");
+
+    // A read that fills the room (a pipeline): the next read gets more.
+    let pipeline: Vec<u8> = ping.iter().copied().cycle().take(room).collect();
+    reader.buffer().extend_from_slice(&pipeline);
+    let mut n = 0;
+    while reader.next_command().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, room / ping.len());
+    assert!(spare(reader.buffer()) >= ROOM_LARGE);
+
+    // The rest of the cut command, a small read: the buffer empties and
+    // the room shrinks back, so a connection idle after a burst holds
+    // little memory.
+    let rest = ping.len() - room % ping.len();
+    reader
+        .buffer()
+        .extend_from_slice(&ping[ping.len() - rest..]);
+    assert!(reader.next_command().unwrap().is_some());
+    assert!(!reader.has_partial());
+    let room = reader.buffer().capacity();
+    assert!(room < ROOM_LARGE, "{room}");
+}
+
+#[test]
+fn read_room_makes_space_for_a_large_argument_announced() {
+    let mut reader = RequestReader::new(Limits::default());
+    reader
+        .buffer()
+        .extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n");
+    assert!(reader.next_command().unwrap().is_none());
+    assert!(spare(reader.buffer()) >= 100_002);
+}
+
+#[test]
+fn reply_room_stays_small_for_small_replies_and_grows_for_full_ones() {
+    let mut reader = ReplyReader::default();
+    let room = spare(reader.buffer());
+    assert!((ROOM_SMALL..ROOM_LARGE).contains(&room), "{room}");
+    let ok = b"+OK\r\n";
+    let replies: Vec<u8> = ok.iter().copied().cycle().take(room).collect();
+    reader.buffer().extend_from_slice(&replies);
+    while reader.next_reply(Proto::Resp2).unwrap().is_some() {}
+    assert!(spare(reader.buffer()) >= ROOM_LARGE);
+    let rest = ok.len() - room % ok.len();
+    reader.buffer().extend_from_slice(&ok[ok.len() - rest..]);
+    assert!(reader.next_reply(Proto::Resp2).unwrap().is_some());
+    assert!(reader.next_reply(Proto::Resp2).unwrap().is_none());
+    assert!(reader.buffer().capacity() < ROOM_LARGE);
+}

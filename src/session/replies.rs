@@ -40,6 +40,10 @@ pub(super) enum ReplyEnd {
     ClientWrite(std::io::Error),
     UpstreamLost,
     UpstreamProtocol(String),
+    /// The identity was revoked while a blocking command waited: what the
+    /// client is still owed, to be written once the upstream connection
+    /// is closed.
+    Revoked(BytesMut),
 }
 
 /// Why a reply could not be relayed.
@@ -317,7 +321,7 @@ impl ReplyState {
 /// The reply half: Redis → client, in command order.
 pub(super) async fn relay_replies<W>(
     mut upstream: UpstreamRead,
-    mut client: W,
+    client: &mut W,
     mut slots: mpsc::UnboundedReceiver<Vec<Slot>>,
     pending: Arc<AtomicUsize>,
     client_gone: Arc<AtomicBool>,
@@ -335,7 +339,7 @@ where
         upstream_user: shared.upstream.username.clone(),
         proto: Proto::Resp2,
         subs: Subscriptions::default(),
-        out: BytesMut::with_capacity(16 * 1024),
+        out: BytesMut::new(),
         integrity: Arc::clone(&shared.integrity),
         fixes: Vec::new(),
     };
@@ -350,9 +354,11 @@ where
         }
         let shared = &*shared;
         if !st.fixes.is_empty() {
-            apply_fixes(std::mem::take(&mut st.fixes), shared).await;
+            // Boxed: rare, and large enough to weigh on every
+            // connection's memory if kept inline.
+            Box::pin(apply_fixes(std::mem::take(&mut st.fixes), shared)).await;
         }
-        if let Err(e) = write_client(&mut client, &mut st.out).await {
+        if let Err(e) = write_client(client, &mut st.out).await {
             return ReplyEnd::ClientWrite(e);
         }
         if close {
@@ -369,9 +375,7 @@ where
             // The identity was revoked: what Redis answers at once is
             // relayed, but a blocking command is not waited for.
             st.fail_pending_with(why);
-            let _ = write_client(&mut client, &mut st.out).await;
-            let _ = client.shutdown().await;
-            return ReplyEnd::Closed;
+            return ReplyEnd::Revoked(std::mem::take(&mut st.out));
         }
         if requests_done && client_gone.load(Ordering::Relaxed) && st.blocked() {
             // The client is gone and a blocking command waits: Redis
@@ -399,7 +403,9 @@ where
                 };
                 match relayed {
                     Ok(c) => close = c,
-                    Err(end) => return fail_session(end, &mut st, &mut client, shared).await,
+                    Err(end) => {
+                        return Box::pin(fail_session(end, &mut st, client, shared)).await;
+                    }
                 }
             }
         }
@@ -578,7 +584,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     if !out.is_empty() {
         client.write_all(out).await?;
-        out.clear();
+        super::empty_out(out);
     }
     Ok(())
 }
