@@ -19,6 +19,11 @@
 # Installs what it needs (scripts/install-deps.sh: redis-server,
 # redis-tools, haproxy from apt; Go modules).
 set -euo pipefail
+# A relative BENCH_OUT is taken from where the script was started.
+case "${BENCH_OUT:-}" in
+"" | /*) ;;
+*) BENCH_OUT=$PWD/$BENCH_OUT ;;
+esac
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -31,6 +36,11 @@ case "${1:-}" in
     exit 2
     ;;
 esac
+
+[[ ${BENCH_REPS:-5} =~ ^[1-9][0-9]*$ ]] || {
+    echo "error: BENCH_REPS must be a whole number of repetitions, at least 1 (got '$BENCH_REPS')" >&2
+    exit 2
+}
 
 scripts/install-deps.sh
 haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -62,9 +72,17 @@ fi
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 out=${BENCH_OUT:-$target_dir/bench}
-run=$out/run
+# Logs, secrets and programs of this run. The directory is emptied first,
+# but only if an earlier run made it (it holds a marker file).
+run=$out/bench-run
+marker=.asynq-guard-bench-run
+if [ -e "$run" ] && [ ! -e "$run/$marker" ]; then
+    echo "error: $run exists and was not made by scripts/bench.sh; remove it or choose another BENCH_OUT" >&2
+    exit 1
+fi
 rm -rf "$run"
 mkdir -p "$run"
+: >"$run/$marker"
 results=$out/results.tsv
 meta=$out/meta.tsv
 : >"$results"
@@ -79,17 +97,36 @@ bench=$run/asynqbench
 
 # === processes ===
 
+# Every process this script started, however deep: the servers, the idle
+# opener, and a workload cut short by a signal (its subshell and program).
+descendants() {
+    local f line
+    for f in /proc/[0-9]*/stat; do
+        read -r line <"$f" 2>/dev/null || continue
+        f=${f#/proc/}
+        echo "${f%/stat} ${line##*) }"
+    done | awk -v root="$$" '{ parent[$1] = $3 }
+        END {
+            mine[root] = 1
+            do {
+                grew = 0
+                for (p in parent) if (!(p in mine) && (parent[p] in mine)) { mine[p] = 1; grew = 1 }
+            } while (grew)
+            for (p in mine) if (p != root) print p
+        }'
+}
 pids=()
 cleanup() {
     local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
+    # shellcheck disable=SC2046 # one pid per word
+    kill "${pids[@]}" $(descendants) 2>/dev/null || true
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
 }
 trap cleanup EXIT
+trap 'echo "==> interrupted" >&2; exit 130' INT
+trap 'echo "==> terminated" >&2; exit 143' TERM
 
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 # Waits until `redis-cli <args> ping` answers PONG.
@@ -119,6 +156,12 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --requirepass "$redis_pass" \
 redis_pid=$!
 pids+=("$redis_pid")
 wait_ping redis -p "$redis_port" -a "$redis_pass"
+# PING answers PONG even when AUTH failed: make sure the port is ours.
+[ "$(redis-cli --no-auth-warning -p "$redis_port" -a "$redis_pass" info server |
+    tr -d '\r' | sed -n 's/^process_id://p')" = "$redis_pid" ] || {
+    echo "error: 127.0.0.1:$redis_port is not the redis-server this run started" >&2
+    exit 1
+}
 
 echo "==> haproxy (mode tcp) on 127.0.0.1:$haproxy_port"
 haproxy_maxconn=$(((fd_limit - 200) / 2))
@@ -263,11 +306,14 @@ measure() {
     mid=$(mid_pid "$target")
     r0=$(cpu_ticks "$redis_pid")
     [ -z "$mid" ] || m0=$(cpu_ticks "$mid")
-    if ! output=$("$@" 2>"$run/last.err"); then
+    # In the background and waited for, so that a signal is handled at once.
+    "$@" >"$run/last.out" 2>"$run/last.err" &
+    if ! wait $!; then
         echo "error: $workload against $target failed: $*" >&2
         cat "$run/last.err" >&2
         exit 1
     fi
+    output=$(<"$run/last.out")
     r1=$(cpu_ticks "$redis_pid")
     [ -z "$mid" ] || m1=$(cpu_ticks "$mid")
     while IFS=$'\t' read -r metric value; do
@@ -328,12 +374,16 @@ for target in direct haproxy guard; do
     record 0 "$target" mem rss_idle_kib "$(rss_kib "$pid")"
     # Started directly (not through a function) so that $! is the opener.
     # shellcheck disable=SC2046 # login prints flags
+    # A fresh file per target: a stage line of the last one must not count.
+    idle_out=$run/idle-$target.out
+    rm -f "$idle_out"
     "$bench" idle -addr "127.0.0.1:$(port_of "$target")" $(login "$target" producer) \
-        -stages "1000,$idle_n" >"$run/idle.out" 2>"$run/idle.err" &
+        -stages "1000,$idle_n" >"$idle_out" 2>"$run/idle.err" &
     opener=$!
+    pids+=("$opener")
     for stage in 1000 "$idle_n"; do
         for _ in $(seq 1 1200); do
-            grep -qx "stage $stage" "$run/idle.out" && break
+            grep -qsx "stage $stage" "$idle_out" && break
             kill -0 "$opener" 2>/dev/null || {
                 echo "error: idle opener against $target failed:" >&2
                 cat "$run/idle.err" >&2
@@ -341,7 +391,7 @@ for target in direct haproxy guard; do
             }
             sleep 0.1
         done
-        grep -qx "stage $stage" "$run/idle.out" || {
+        grep -qsx "stage $stage" "$idle_out" || {
             echo "error: $stage idle connections to $target not open within 2 minutes" >&2
             exit 1
         }
@@ -354,7 +404,7 @@ for target in direct haproxy guard; do
             record 0 "$target" mem n "$idle_n"
         fi
     done
-    kill "$opener"
+    kill "$opener" 2>/dev/null || true
     wait "$opener" || true
 done
 sleep 1
@@ -401,9 +451,7 @@ for rep in $(seq 1 "$reps"); do
             $(login "$target" worker | sed 's/^-user /-worker-user /; s/ -pass / -worker-pass /; s/^-pass /-worker-pass /')
     done
     # A report so far, in case the run is cut short.
-    # === report ===
-
-"$bench" report -results "$results" -meta "$meta" -out "$out/report.md" >/dev/null
+    "$bench" report -results "$results" -meta "$meta" -out "$out/report.md" >/dev/null
 done
 
 record 0 direct mem hwm_kib "$(hwm_kib "$redis_pid")"

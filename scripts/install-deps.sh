@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing asynq-guard needs on a Debian machine:
 # redis-server, redis-tools (redis-cli, redis-benchmark) and haproxy (the
-# L4 baseline of scripts/bench.sh) from apt, the rustfmt and clippy
+# L4 baseline of scripts/bench.sh), curl and python3 from apt, the rustfmt and clippy
 # components, and the Go modules of the asynq harness and of the benchmark.
 # Safe to run again.
 set -euo pipefail
@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3) # scripts/demo.sh
 scripts/apt-install.sh ${need_apt[@]+"${need_apt[@]}"}
 
 for tool in cargo go; do
