@@ -246,7 +246,7 @@ where
                 .with_label_values(&[listener.as_str(), i.name.as_str()]),
         )
     });
-    let (up_read, up_write) = match Box::pin(upstream::connect(&shared.upstream)).await {
+    let (up_read, mut up_write) = match Box::pin(upstream::connect(&shared.upstream)).await {
         Ok(halves) => halves,
         Err(error) => {
             warn!(%error, "upstream unavailable");
@@ -269,14 +269,14 @@ where
     let pending = Arc::new(AtomicUsize::new(0));
     let client_gone = Arc::new(AtomicBool::new(false));
     let revoked = Arc::new(std::sync::OnceLock::new());
-    // The halves borrow the client's write half; they are dropped at the
-    // end of this block, which hands back what the connection still needs.
-    let (reply_end, up_write) = {
+    // The halves borrow both write halves; they are dropped at the end of
+    // this block, which leaves the writes a revoked session still owes.
+    let reply_end = {
         // Pinned where they are made, so that each future is stored once
         // in this one (moved into `tokio::pin!`, it would be stored twice).
-        let mut requests = std::pin::pin!(forward_requests_owning(
+        let mut requests = std::pin::pin!(forward_requests(
             client_read,
-            up_write,
+            &mut up_write,
             Requests {
                 slots: tx,
                 pending: Arc::clone(&pending),
@@ -296,8 +296,8 @@ where
             &live,
         ));
         tokio::select! {
-            end = &mut replies => (Some(end), None),
-            (end, up_write) = &mut requests => {
+            end = &mut replies => Some(end),
+            end = &mut requests => {
                 debug!(?end, "client stopped sending");
                 if matches!(end, RequestEnd::ClientClosed | RequestEnd::ClientError(_)) {
                     client_gone.store(true, Ordering::Relaxed);
@@ -308,18 +308,18 @@ where
                 // The upstream write half stays open meanwhile: closing it
                 // would make Redis drop the replies still owed. At
                 // shutdown the grace period bounds the wait instead.
-                let end = if live.is_closing() {
+                if live.is_closing() {
                     Some(replies.await)
                 } else {
                     tokio::time::timeout(DRAIN, replies).await.ok()
-                };
-                (end, Some(up_write))
+                }
             }
         }
     };
     debug!(end = ?reply_end, "session closed");
-    if let (Some(replies::ReplyEnd::Revoked(owed)), Some(mut up_write)) = (reply_end, up_write) {
-        // A blocking command was waiting when the identity was revoked:
+    if let Some(replies::ReplyEnd::Revoked(owed)) = reply_end {
+        // A blocking command was waiting when the identity was revoked
+        // (only the request half revokes, so it has stopped sending):
         // Redis must drop it before the client learns that the
         // connection is closed, or a value pushed right after could be
         // popped for nobody.
@@ -451,21 +451,6 @@ pub(crate) fn plan(cmd: Command, c: &Classified, decision: Decision, in_multi: b
         closing,
         delay,
     }
-}
-
-/// [`forward_requests`], owning the upstream write half and handing it
-/// back when the client stops sending.
-async fn forward_requests_owning<R>(
-    client: R,
-    mut upstream: UpstreamWrite,
-    start: Requests,
-    live: &Live,
-) -> (RequestEnd, UpstreamWrite)
-where
-    R: AsyncRead + Unpin,
-{
-    let end = forward_requests(client, &mut upstream, start, live).await;
-    (end, upstream)
 }
 
 /// The request half: client → gate → Redis.
